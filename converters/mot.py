@@ -227,7 +227,7 @@ def _check_table(times, names, values_internal, rotational, in_degrees):
     if bad.size:
         k = int(bad[0])
         raise InputError(
-            f"times: must strictly increase; times[{k}]={times[k]!r} is followed by times[{k + 1}]={times[k + 1]!r}"
+            f"times: must strictly increase; times[{k}]={float(times[k])!r} is followed by times[{k + 1}]={float(times[k + 1])!r}"
         )
     mask = _rotational_mask(names, rotational)
     if in_degrees:
@@ -315,7 +315,7 @@ def _check_increasing(path: Path, times: np.ndarray, row_lines: list[int]):
     if bad.size:
         k = int(bad[0])
         raise InputError(
-            f"{path}, line {row_lines[k + 1]}: time {times[k + 1]!r} follows time {times[k]!r} "
+            f"{path}, line {row_lines[k + 1]}: time {float(times[k + 1])!r} follows time {float(times[k])!r} "
             f"(line {row_lines[k]}); times must strictly increase"
         )
 

@@ -1,0 +1,340 @@
+"""Marker trajectory files (.trc, PathFileType 4): read and write 3D marker positions.
+
+Layout, tab-separated:
+
+    PathFileType  4  (X/Y/Z)  <file name>
+    DataRate  CameraRate  NumFrames  NumMarkers  Units  OrigDataRate  OrigDataStartFrame  OrigNumFrames
+    <the eight values>
+    Frame#  Time  <marker 1>  <tab>  <tab>  <marker 2> ...
+            X1  Y1  Z1  X2  Y2  Z2 ...
+    <optional blank line>
+    <frame>  <time>  <x1>  <y1>  <z1>  <x2> ...
+
+A missing marker is written as empty cells or ``NaN``. Inside the project positions are metres.
+
+Axes: OpenSim's ground has X forward, Y up, Z to the right; MuJoCo's world (this project) has
+X forward, Y to the left, Z up. A point (x, y, z) in OpenSim's frame is (x, -z, y) in MuJoCo's,
+the +90 degree turn about X under which a converted model hangs its tree (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mjx_biomech._io import InputError, atomic_write
+
+__all__ = ["TrcData", "read_trc", "write_trc", "y_up_to_z_up", "z_up_to_y_up"]
+
+# Metres per file unit.
+_UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+_HEADER_KEYS = (
+    "DataRate",
+    "CameraRate",
+    "NumFrames",
+    "NumMarkers",
+    "Units",
+    "OrigDataRate",
+    "OrigDataStartFrame",
+    "OrigNumFrames",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrcData:
+    """Marker trajectories read from a .trc file.
+
+    Attributes:
+      times: (T,) seconds, strictly increasing.
+      frame_numbers: (T,) the file's frame numbers (int64).
+      marker_names: (M,) marker labels.
+      positions: (T, M, 3) metres; NaN where a marker is missing.
+      data_rate: frames per second (the file's DataRate).
+      camera_rate: the file's CameraRate, frames per second.
+      units_original: the file's Units (``"m"``, ``"cm"`` or ``"mm"``).
+      metadata: the header's keys and values as strings, plus ``"PathFileType"`` and ``"FileName"``
+        from the first line.
+    """
+
+    times: np.ndarray
+    frame_numbers: np.ndarray
+    marker_names: tuple[str, ...]
+    positions: np.ndarray
+    data_rate: float
+    camera_rate: float
+    units_original: str
+    metadata: dict
+
+    def __post_init__(self):
+        times = np.array(self.times, dtype=np.float64)
+        frames = np.array(self.frame_numbers, dtype=np.int64)
+        positions = np.array(self.positions, dtype=np.float64)
+        names = tuple(self.marker_names)
+        if times.ndim != 1 or frames.shape != times.shape:
+            raise ValueError(f"TrcData: times {times.shape} and frame_numbers {frames.shape} must both be (T,)")
+        if positions.shape != (times.shape[0], len(names), 3):
+            raise ValueError(
+                f"TrcData.positions: expected shape (T, M, 3) = ({times.shape[0]}, {len(names)}, 3), got {positions.shape}"
+            )
+        for array in (times, frames, positions):
+            array.flags.writeable = False
+        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "frame_numbers", frames)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "marker_names", names)
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+
+def y_up_to_z_up(points: np.ndarray) -> np.ndarray:
+    """(..., 3) points in OpenSim's Y-up frame -> MuJoCo's Z-up frame: (x, y, z) -> (x, -z, y)."""
+    points = np.asarray(points)
+    return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
+
+
+def z_up_to_y_up(points: np.ndarray) -> np.ndarray:
+    """(..., 3) points in MuJoCo's Z-up frame -> OpenSim's Y-up frame: (x, y, z) -> (x, z, -y)."""
+    points = np.asarray(points)
+    return np.stack([points[..., 0], points[..., 2], -points[..., 1]], axis=-1)
+
+
+def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
+    """Read a .trc marker file; positions come back in metres.
+
+    Args:
+      path: the .trc file.
+      z_up: return positions in MuJoCo's Z-up frame instead of the file's (OpenSim's) Y-up frame.
+
+    A marker with any empty or NaN coordinate in a frame is missing in that frame: all three
+    of its coordinates become NaN, as OpenSim's TRCFileAdapter reads it.
+
+    Raises:
+      InputError: naming the file and line for a malformed header, NumMarkers disagreeing with the
+        marker labels, unknown Units, a row with fewer than 2 + 3 x NumMarkers columns, a
+        non-numeric value, times that do not strictly increase, or NumFrames disagreeing with the rows.
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    if len(lines) < 5:
+        raise InputError(f"{path}: {len(lines)} lines; a .trc file needs 5 header lines before its data")
+    metadata = _parse_first_line(path, lines[0])
+    metadata.update(_parse_header(path, lines[1], lines[2]))
+
+    units = metadata["Units"]
+    if units not in _UNIT_SCALE:
+        raise InputError(f"{path}, line 3: Units={units!r}; expected one of {sorted(_UNIT_SCALE)}")
+    num_markers = _header_number(path, metadata, "NumMarkers", int)
+    num_frames = _header_number(path, metadata, "NumFrames", int)
+    data_rate = _header_number(path, metadata, "DataRate", float)
+    camera_rate = _header_number(path, metadata, "CameraRate", float) if "CameraRate" in metadata else data_rate
+
+    label_cells = lines[3].rstrip("\r\n").split("\t")
+    if [c.strip().lower() for c in label_cells[:2]] != ["frame#", "time"]:
+        raise InputError(f"{path}, line 4: expected the labels 'Frame#' and 'Time' then the marker names")
+    names = tuple(c.strip() for c in label_cells[2:] if c.strip())
+    if len(names) != num_markers:
+        raise InputError(f"{path}, line 4: {len(names)} marker labels but NumMarkers={num_markers} (line 3)")
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{path}, line 4: duplicate marker labels {duplicates}")
+    axis_labels = lines[4].split()
+    if len(axis_labels) != 3 * num_markers:
+        raise InputError(
+            f"{path}, line 5: {len(axis_labels)} coordinate labels (X1 Y1 Z1 ...); expected {3 * num_markers}"
+        )
+
+    width = 2 + 3 * num_markers
+    frames, times, rows, row_lines = [], [], [], []
+    for i in range(5, len(lines)):
+        if not lines[i].strip():
+            continue
+        lineno = i + 1
+        cells = _split_row(lines[i])
+        if len(cells) < width:
+            raise InputError(
+                f"{path}, line {lineno}: {len(cells)} columns; expected {width} (Frame#, Time and 3 per marker)"
+            )
+        if any(c.strip() for c in cells[width:]):
+            raise InputError(f"{path}, line {lineno}: {len(cells)} columns; expected {width} for NumMarkers={num_markers}")
+        frame = _parse_number(path, lineno, "Frame#", cells[0], allow_empty=False)
+        if not np.isfinite(frame) or frame != int(frame):
+            raise InputError(f"{path}, line {lineno}, column 'Frame#': {cells[0]!r} is not a whole number")
+        frames.append(int(frame))
+        times.append(_parse_number(path, lineno, "Time", cells[1], allow_empty=False))
+        rows.append(
+            [
+                _parse_number(path, lineno, f"{names[k // 3]} {'XYZ'[k % 3]}", cell)
+                for k, cell in enumerate(cells[2:width])
+            ]
+        )
+        row_lines.append(lineno)
+
+    times_arr = np.array(times, dtype=np.float64)
+    bad = np.flatnonzero(~(np.diff(times_arr) > 0))
+    if bad.size:
+        k = int(bad[0])
+        raise InputError(
+            f"{path}, line {row_lines[k + 1]}: time {float(times_arr[k + 1])!r} follows time {float(times_arr[k])!r} "
+            f"(line {row_lines[k]}); times must strictly increase"
+        )
+    if len(rows) != num_frames:
+        raise InputError(f"{path}: NumFrames={num_frames} (line 3) but the file has {len(rows)} data rows")
+
+    positions = np.array(rows, dtype=np.float64).reshape(len(rows), num_markers, 3)
+    positions[np.isnan(positions).any(axis=-1)] = np.nan
+    positions = positions * _UNIT_SCALE[units]
+    if z_up:
+        positions = y_up_to_z_up(positions)
+    return TrcData(
+        times=times_arr,
+        frame_numbers=np.array(frames, dtype=np.int64),
+        marker_names=names,
+        positions=positions,
+        data_rate=data_rate,
+        camera_rate=camera_rate,
+        units_original=units,
+        metadata=metadata,
+    )
+
+
+def write_trc(
+    path: str | os.PathLike,
+    times: np.ndarray,
+    marker_names: Sequence[str],
+    positions: np.ndarray,
+    units: str = "m",
+    z_up_input: bool = False,
+    data_rate: float | None = None,
+) -> Path:
+    """Write a .trc marker file (PathFileType 4, the eight standard header keys, frames from 1).
+
+    Args:
+      times: (T,) seconds, strictly increasing.
+      marker_names: (M,) marker labels.
+      positions: (T, M, 3) metres; NaN marks a missing marker (written as ``NaN``).
+      units: the file's units, ``"m"``, ``"cm"`` or ``"mm"``.
+      z_up_input: ``positions`` are in MuJoCo's Z-up frame; they are written in OpenSim's Y-up frame.
+      data_rate: frames per second; by default 1 / (median time step). Needed for a single frame.
+
+    Times are written with at least 6 decimals and values at full float64 precision.
+    """
+    path = Path(path)
+    times = np.asarray(times, dtype=np.float64)
+    names = tuple(str(n) for n in marker_names)
+    positions = np.asarray(positions, dtype=np.float64)
+    if units not in _UNIT_SCALE:
+        raise InputError(f"units: {units!r}; expected one of {sorted(_UNIT_SCALE)}")
+    if times.ndim != 1:
+        raise InputError(f"times: expected shape (T,), got {times.shape}")
+    if positions.shape != (times.shape[0], len(names), 3):
+        raise InputError(f"positions: expected shape (T, M, 3) = ({times.shape[0]}, {len(names)}, 3), got {positions.shape}")
+    for name in names:
+        if not name or "\t" in name or name != name.strip():
+            raise InputError(f"marker_names: {name!r} is empty, has a tab or surrounding whitespace")
+    if len(set(names)) != len(names):
+        raise InputError(f"marker_names: duplicate labels in {list(names)}")
+    if not np.all(np.isfinite(times)):
+        raise InputError("times: every time must be finite")
+    bad = np.flatnonzero(np.diff(times) <= 0)
+    if bad.size:
+        k = int(bad[0])
+        raise InputError(
+            f"times: must strictly increase; times[{k}]={float(times[k])!r} is followed by times[{k + 1}]={float(times[k + 1])!r}"
+        )
+    if data_rate is None:
+        if times.shape[0] < 2:
+            raise InputError("data_rate: needed when there are fewer than two frames")
+        data_rate = 1.0 / float(np.median(np.diff(times)))
+    if not (np.isfinite(data_rate) and data_rate > 0):
+        raise InputError(f"data_rate: {data_rate!r}; expected a positive number of frames per second")
+
+    if z_up_input:
+        positions = z_up_to_y_up(positions)
+    values = positions / _UNIT_SCALE[units]
+    num_frames, num_markers = values.shape[:2]
+    rate = np.format_float_positional(float(data_rate), unique=True, trim="-")
+    header_values = (rate, rate, str(num_frames), str(num_markers), units, rate, "1", str(num_frames))
+    lines = [
+        "\t".join(("PathFileType", "4", "(X/Y/Z)", path.name)),
+        "\t".join(_HEADER_KEYS),
+        "\t".join(header_values),
+        "\t".join(["Frame#", "Time"] + [f"{n}\t\t" for n in names]).rstrip("\t"),
+        "\t".join(["", ""] + [f"{axis}{k + 1}" for k in range(num_markers) for axis in "XYZ"]),
+        "",
+    ]
+    for index, (t, row) in enumerate(zip(times, values.reshape(num_frames, -1))):
+        cells = [str(index + 1), np.format_float_positional(t, unique=True, trim="k", min_digits=6)]
+        cells += [_format_value(float(v)) for v in row]
+        lines.append("\t".join(cells))
+    with atomic_write(path) as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _format_value(value: float) -> str:
+    # repr is the shortest text that reads back to the same float64; OpenSim spells NaN "nan".
+    return "NaN" if np.isnan(value) else repr(value)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def _split_row(line: str) -> list[str]:
+    # Tabs keep empty cells (missing markers) in place; files without tabs are whitespace-separated.
+    line = line.rstrip("\r\n")
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def _parse_first_line(path: Path, line: str) -> dict:
+    cells = line.split("\t") if "\t" in line else line.split()
+    if not cells or cells[0].strip() != "PathFileType":
+        raise InputError(f"{path}, line 1: expected 'PathFileType' then 4, (X/Y/Z) and the file name")
+    metadata = {"PathFileType": cells[1].strip() if len(cells) > 1 else ""}
+    if len(cells) > 3:
+        metadata["FileName"] = cells[3].strip()
+    return metadata
+
+
+def _parse_header(path: Path, key_line: str, value_line: str) -> dict:
+    keys = [k.strip() for k in key_line.split("\t")] if "\t" in key_line else key_line.split()
+    values = [v.strip() for v in value_line.split("\t")] if "\t" in value_line else value_line.split()
+    while keys and not keys[-1]:
+        keys.pop()
+    if len(values) < len(keys):
+        raise InputError(f"{path}, line 3: {len(values)} header values for the {len(keys)} keys of line 2")
+    header = dict(zip(keys, values))
+    missing = [k for k in ("DataRate", "NumFrames", "NumMarkers", "Units") if k not in header]
+    if missing:
+        raise InputError(f"{path}, line 2: missing header keys {missing}; expected {list(_HEADER_KEYS)}")
+    return header
+
+
+def _header_number(path: Path, metadata: dict, key: str, kind: type):
+    text = metadata[key]
+    try:
+        value = kind(text)
+    except ValueError:
+        raise InputError(f"{path}, line 3: {key}={text!r}; expected a{'n integer' if kind is int else ' number'}") from None
+    if kind is float and not (np.isfinite(value) and value > 0):
+        raise InputError(f"{path}, line 3: {key}={text!r}; expected a positive number")
+    if kind is int and value < 0:
+        raise InputError(f"{path}, line 3: {key}={text!r}; expected a count of 0 or more")
+    return value
+
+
+def _parse_number(path: Path, lineno: int, column: str, cell: str, allow_empty: bool = True) -> float:
+    """The cell's value; an empty cell is a missing marker coordinate (NaN) where allowed."""
+    cell = cell.strip()
+    if not cell and allow_empty:
+        return float("nan")
+    try:
+        return float(cell)
+    except ValueError:
+        raise InputError(f"{path}, line {lineno}, column {column!r}: {cell!r} is not a number") from None

@@ -54,7 +54,8 @@ class MotionTable:
             raise ValueError(f"MotionTable.times: expected shape (T,), got {times.shape}")
         if values.shape != (times.shape[0], len(names)):
             raise ValueError(
-                f"MotionTable.values: expected shape (T, N) = ({times.shape[0]}, {len(names)}), got {values.shape}"
+                f"MotionTable.values: expected shape (T, N) = ({times.shape[0]}, {len(names)}), "
+                f"got {values.shape}"
             )
         # Frozen fields should not change behind the dataclass's back either.
         times.flags.writeable = False
@@ -103,7 +104,7 @@ def read_mot(path: str | os.PathLike) -> MotionTable:
     metadata = _parse_header(path, lines[:end])
     data_type = metadata.get("DataType", "double")
     if data_type != "double":
-        raise InputError(f"{path}: DataType={data_type}; only tables of doubles (DataType=double) are supported")
+        raise InputError(f"{path}: DataType={data_type}; only tables of doubles (DataType=double) are read")
 
     label_index = next((i for i in range(end + 1, len(lines)) if lines[i].strip()), None)
     if label_index is None:
@@ -215,7 +216,9 @@ def _check_table(times, names, values_internal, rotational, in_degrees):
     if times.ndim != 1:
         raise InputError(f"times: expected shape (T,), got {times.shape}")
     if values.shape != (times.shape[0], len(names)):
-        raise InputError(f"values_internal: expected shape (T, N) = ({times.shape[0]}, {len(names)}), got {values.shape}")
+        raise InputError(
+            f"values_internal: expected shape (T, N) = ({times.shape[0]}, {len(names)}), got {values.shape}"
+        )
     for label in names:
         if not label or any(c.isspace() for c in label):
             raise InputError(f"names: column label {label!r} is empty or contains whitespace")
@@ -227,7 +230,8 @@ def _check_table(times, names, values_internal, rotational, in_degrees):
     if bad.size:
         k = int(bad[0])
         raise InputError(
-            f"times: must strictly increase; times[{k}]={float(times[k])!r} is followed by times[{k + 1}]={float(times[k + 1])!r}"
+            f"times: must strictly increase; times[{k}]={float(times[k])!r} "
+            f"is followed by times[{k + 1}]={float(times[k + 1])!r}"
         )
     mask = _rotational_mask(names, rotational)
     if in_degrees:
@@ -236,6 +240,7 @@ def _check_table(times, names, values_internal, rotational, in_degrees):
 
 
 def _write_table(path: Path, header: list[str], times: np.ndarray, names: tuple[str, ...], values: np.ndarray):
+    """Header, label line, then one tab-separated row per time; floats in their shortest exact text."""
     with atomic_write(path) as f:
         f.write("\n".join(header) + "\n")
         f.write("\t".join(("time",) + names) + "\n")

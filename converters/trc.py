@@ -75,10 +75,11 @@ class TrcData:
         positions = np.array(self.positions, dtype=np.float64)
         names = tuple(self.marker_names)
         if times.ndim != 1 or frames.shape != times.shape:
-            raise ValueError(f"TrcData: times {times.shape} and frame_numbers {frames.shape} must both be (T,)")
+            raise ValueError(f"TrcData: times {times.shape} and frame_numbers {frames.shape} must be (T,)")
         if positions.shape != (times.shape[0], len(names), 3):
             raise ValueError(
-                f"TrcData.positions: expected shape (T, M, 3) = ({times.shape[0]}, {len(names)}, 3), got {positions.shape}"
+                f"TrcData.positions: expected shape (T, M, 3) = ({times.shape[0]}, {len(names)}, 3), "
+                f"got {positions.shape}"
             )
         for array in (times, frames, positions):
             array.flags.writeable = False
@@ -129,7 +130,9 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
     num_markers = _header_number(path, metadata, "NumMarkers", int)
     num_frames = _header_number(path, metadata, "NumFrames", int)
     data_rate = _header_number(path, metadata, "DataRate", float)
-    camera_rate = _header_number(path, metadata, "CameraRate", float) if "CameraRate" in metadata else data_rate
+    camera_rate = data_rate
+    if "CameraRate" in metadata:
+        camera_rate = _header_number(path, metadata, "CameraRate", float)
 
     label_cells = lines[3].rstrip("\r\n").split("\t")
     if [c.strip().lower() for c in label_cells[:2]] != ["frame#", "time"]:
@@ -155,10 +158,12 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
         cells = _split_row(lines[i])
         if len(cells) < width:
             raise InputError(
-                f"{path}, line {lineno}: {len(cells)} columns; expected {width} (Frame#, Time and 3 per marker)"
+                f"{path}, line {lineno}: {len(cells)} columns; expected {width} (Frame#, Time, 3 per marker)"
             )
         if any(c.strip() for c in cells[width:]):
-            raise InputError(f"{path}, line {lineno}: {len(cells)} columns; expected {width} for NumMarkers={num_markers}")
+            raise InputError(
+                f"{path}, line {lineno}: {len(cells)} columns; expected {width} for NumMarkers={num_markers}"
+            )
         frame = _parse_number(path, lineno, "Frame#", cells[0], allow_empty=False)
         if not np.isfinite(frame) or frame != int(frame):
             raise InputError(f"{path}, line {lineno}, column 'Frame#': {cells[0]!r} is not a whole number")
@@ -177,8 +182,8 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
     if bad.size:
         k = int(bad[0])
         raise InputError(
-            f"{path}, line {row_lines[k + 1]}: time {float(times_arr[k + 1])!r} follows time {float(times_arr[k])!r} "
-            f"(line {row_lines[k]}); times must strictly increase"
+            f"{path}, line {row_lines[k + 1]}: time {float(times_arr[k + 1])!r} follows "
+            f"time {float(times_arr[k])!r} (line {row_lines[k]}); times must strictly increase"
         )
     if len(rows) != num_frames:
         raise InputError(f"{path}: NumFrames={num_frames} (line 3) but the file has {len(rows)} data rows")
@@ -230,7 +235,9 @@ def write_trc(
     if times.ndim != 1:
         raise InputError(f"times: expected shape (T,), got {times.shape}")
     if positions.shape != (times.shape[0], len(names), 3):
-        raise InputError(f"positions: expected shape (T, M, 3) = ({times.shape[0]}, {len(names)}, 3), got {positions.shape}")
+        raise InputError(
+            f"positions: expected shape (T, M, 3) = ({times.shape[0]}, {len(names)}, 3), got {positions.shape}"
+        )
     for name in names:
         if not name or "\t" in name or name != name.strip():
             raise InputError(f"marker_names: {name!r} is empty, has a tab or surrounding whitespace")
@@ -242,7 +249,8 @@ def write_trc(
     if bad.size:
         k = int(bad[0])
         raise InputError(
-            f"times: must strictly increase; times[{k}]={float(times[k])!r} is followed by times[{k + 1}]={float(times[k + 1])!r}"
+            f"times: must strictly increase; times[{k}]={float(times[k])!r} "
+            f"is followed by times[{k + 1}]={float(times[k + 1])!r}"
         )
     if data_rate is None:
         if times.shape[0] < 2:
@@ -321,7 +329,8 @@ def _header_number(path: Path, metadata: dict, key: str, kind: type):
     try:
         value = kind(text)
     except ValueError:
-        raise InputError(f"{path}, line 3: {key}={text!r}; expected a{'n integer' if kind is int else ' number'}") from None
+        expected = "an integer" if kind is int else "a number"
+        raise InputError(f"{path}, line 3: {key}={text!r}; expected {expected}") from None
     if kind is float and not (np.isfinite(value) and value > 0):
         raise InputError(f"{path}, line 3: {key}={text!r}; expected a positive number")
     if kind is int and value < 0:

@@ -13,6 +13,7 @@ from mjx_biomech._io import InputError
 
 NAMES = ("pelvis_tilt", "pelvis_tx", "hip_flexion_r", "knee_r_beta")
 ROTATIONAL = (True, False, True, False)  # knee_r_beta is a coupled coordinate: never converted
+TRC_KEYS = "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames"
 
 
 def _coordinates(frames=7, seed=0):
@@ -239,7 +240,8 @@ def test_motion_table_is_immutable():
 
 def test_z_up_mapping_turns_opensim_up_into_mujoco_up():
     # OpenSim: X forward, Y up, Z right. MuJoCo: X forward, Y left, Z up.
-    np.testing.assert_array_equal(y_up_to_z_up([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), [[1, 0, 0], [0, 0, 1], [0, -1, 0]])
+    forward, up, right = np.eye(3)
+    np.testing.assert_array_equal(y_up_to_z_up([forward, up, right]), [[1, 0, 0], [0, 0, 1], [0, -1, 0]])
     points = np.random.default_rng(2).normal(size=(4, 2, 3))
     np.testing.assert_array_equal(z_up_to_y_up(y_up_to_z_up(points)), points)
 
@@ -259,9 +261,7 @@ def test_trc_round_trip_keeps_markers_and_missing_values(tmp_path, units, scale)
     np.testing.assert_allclose(data.positions, positions, rtol=1e-12, atol=0)
 
     lines = path.read_text().splitlines()
-    assert lines[1].split("\t") == [
-        "DataRate", "CameraRate", "NumFrames", "NumMarkers", "Units", "OrigDataRate", "OrigDataStartFrame", "OrigNumFrames"
-    ]
+    assert lines[1] == TRC_KEYS
     assert lines[2].split("\t") == ["120", "120", "5", "3", units, "120", "1", "5"]
     row = lines[6 + 2].split("\t")  # frame 3: marker M1 missing
     assert row[:2] == ["3", "0.016666666666666666"]
@@ -329,7 +329,7 @@ def test_trc_marker_with_an_empty_cell_is_missing_as_opensim_reads_it(tmp_path):
     path = tmp_path / "holes.trc"
     path.write_text(
         "PathFileType\t4\t(X/Y/Z)\tholes.trc\n"
-        "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames\n"
+        f"{TRC_KEYS}\n"
         "100\t100\t2\t2\tmm\t100\t1\t2\n"
         "Frame#\tTime\tA\t\t\tB\t\t\t\n\t\tX1\tY1\tZ1\tX2\tY2\tZ2\t\n\n"
         "1\t0.000000\t1e-05\t2\t3\tnan\tNaN\tNaN\t\n"
@@ -345,7 +345,7 @@ def test_trc_marker_with_an_empty_cell_is_missing_as_opensim_reads_it(tmp_path):
 def _trc_text(rows, num_markers=2, units="m", labels="A\t\t\tB\t\t"):
     return (
         "PathFileType\t4\t(X/Y/Z)\tbad.trc\n"
-        "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\tOrigDataStartFrame\tOrigNumFrames\n"
+        f"{TRC_KEYS}\n"
         f"100\t100\t{len(rows)}\t{num_markers}\t{units}\t100\t1\t{len(rows)}\n"
         f"Frame#\tTime\t{labels}\n\t\tX1\tY1\tZ1\tX2\tY2\tZ2\n\n"
         + "".join("\t".join(r) + "\n" for r in rows)
@@ -355,10 +355,12 @@ def _trc_text(rows, num_markers=2, units="m", labels="A\t\t\tB\t\t"):
 def test_trc_errors_name_file_and_line(tmp_path):
     path = tmp_path / "bad.trc"
     good = ["1", "0.0", "1", "2", "3", "4", "5", "6"]
+    same_time = ["2", "0.0", "1", "2", "3", "4", "5", "6"]
+    not_a_number = ["2", "0.01", "1", "x", "3", "4", "5", "6"]
     cases = [
         ([good, ["2", "0.01", "1", "2", "3"]], {}, r"line 8: 5 columns; expected 8"),
-        ([good, ["2", "0.0", "1", "2", "3", "4", "5", "6"]], {}, r"line 8: time 0\.0 follows time 0\.0 \(line 7\)"),
-        ([good, ["2", "0.01", "1", "x", "3", "4", "5", "6"]], {}, r"line 8, column 'A Y': 'x' is not a number"),
+        ([good, same_time], {}, r"line 8: time 0\.0 follows time 0\.0 \(line 7\)"),
+        ([good, not_a_number], {}, r"line 8, column 'A Y': 'x' is not a number"),
         ([good], {"num_markers": 3}, r"line 4: 2 marker labels but NumMarkers=3"),
         ([good], {"units": "inches"}, r"line 3: Units='inches'"),
     ]

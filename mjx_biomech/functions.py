@@ -8,7 +8,15 @@ metadata) and turned into a traceable callable by :func:`build`:
 - ``{"type": "polynomial", "coefficients": [c_n, ..., c_1, c_0]}`` (highest order first, as OpenSim)
 - ``{"type": "piecewise_linear", "x": [...], "y": [...]}`` (linear extrapolation beyond the ends)
 - ``{"type": "multiplier", "scale": k, "function": {...}}`` (nests)
-- ``{"type": "natural_cubic_spline", "x": [...], "y": [...]}`` and ``{"type": "simm_spline", ...}``
+- ``{"type": "simm_spline", "x": [...], "y": [...]}`` and ``{"type": "natural_cubic_spline", ...}``
+- ``{"type": "composite", "outer": {...}, "inner": {...}}``: ``outer(inner(x))``, what a
+  coordinate coupler makes of the functions of the coordinate it drives.
+
+Both spline types are OpenSim's: OpenSim's ``NaturalCubicSpline`` is, despite its name, the
+same Forsythe–Malcolm–Moler cubic spline as ``SimmSpline`` (end third derivatives taken from
+the cubic through the four end knots; a parabola for three knots, a line for two), and
+OpenSim 4.6 reads a ``<NaturalCubicSpline>`` element as a ``SimmSpline``. Beyond the knots
+both continue as the straight line with the end slope.
 """
 
 from __future__ import annotations
@@ -25,26 +33,95 @@ class UnsupportedFunctionError(ValueError):
     """A function dict whose type this module does not evaluate."""
 
 
-def _piecewise_linear(x, y):
+def _knots(x, y, kind: str, minimum: int) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
-    if x.size < 2 or np.any(np.diff(x) <= 0):
-        raise ValueError("piecewise_linear needs at least 2 strictly increasing x values")
-    slopes = np.diff(y) / np.diff(x)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"{kind} needs x and y of equal length, got {x.shape} and {y.shape}")
+    if x.size < minimum or np.any(np.diff(x) <= 0):
+        raise ValueError(f"{kind} needs at least {minimum} strictly increasing x values, got {x.tolist()}")
+    return x, y
+
+
+def _piecewise_linear(x, y, xp):
+    x, y = _knots(x, y, "piecewise_linear", 2)
+    slopes = xp.asarray(np.diff(y) / np.diff(x))
+    inner = xp.asarray(x[1:-1])
+    x, y = xp.asarray(x), xp.asarray(y)
 
     def f(t):
-        i = jnp.clip(jnp.searchsorted(jnp.asarray(x[1:-1]), t, side="right"), 0, x.size - 2)
-        return jnp.asarray(y)[i] + jnp.asarray(slopes)[i] * (t - jnp.asarray(x)[i])
+        i = xp.clip(xp.searchsorted(inner, t, side="right"), 0, x.shape[0] - 2)
+        return y[i] + slopes[i] * (t - x[i])
 
     return f
 
 
-def build(fn: dict) -> Function:
-    """Return a JAX-traceable scalar function ``f(x)`` for the function dict ``fn``."""
+def _third_divided_difference(x: np.ndarray, y: np.ndarray) -> float:
+    """f[x0, x1, x2, x3]: six times it is the third derivative of the cubic through the 4 points."""
+    d1 = np.diff(y) / np.diff(x)
+    d2 = np.diff(d1) / (x[2:] - x[:-2])
+    return float((d2[1] - d2[0]) / (x[3] - x[0]))
+
+
+def simm_spline_coefficients(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-interval cubic ``y_k + b_k dx + c_k dx^2 + d_k dx^3`` of OpenSim's SimmSpline.
+
+    Returns ``(x, y, b, c, d)``, each of length n; ``b[-1]`` is the slope at the last knot
+    (used beyond it), the last ``c``/``d`` entries are unused.
+    """
+    x, y = _knots(x, y, "simm_spline", 2)
+    n = x.size
+    h = np.diff(x)
+    delta = np.diff(y) / h
+    if n == 2:
+        return x, y, np.full(2, delta[0]), np.zeros(2), np.zeros(2)
+    # Second derivatives M at the knots: continuity of the first derivative inside, and
+    # at each end the third derivative of the end interval equals that of the cubic
+    # through the four end knots (zero, i.e. one parabola, when there are only three).
+    a = np.zeros((n, n))
+    rhs = np.zeros(n)
+    for i in range(1, n - 1):
+        a[i, i - 1 : i + 2] = h[i - 1], 2.0 * (h[i - 1] + h[i]), h[i]
+        rhs[i] = 6.0 * (delta[i] - delta[i - 1])
+    a[0, :2] = -1.0, 1.0
+    a[-1, -2:] = -1.0, 1.0
+    if n > 3:
+        rhs[0] = 6.0 * h[0] * _third_divided_difference(x[:4], y[:4])
+        rhs[-1] = 6.0 * h[-1] * _third_divided_difference(x[-4:], y[-4:])
+    m = np.linalg.solve(a, rhs)
+    b = np.empty(n)
+    b[:-1] = delta - h * (2.0 * m[:-1] + m[1:]) / 6.0
+    b[-1] = delta[-1] + h[-1] * (m[-2] + 2.0 * m[-1]) / 6.0
+    c = np.append(m[:-1] / 2.0, 0.0)
+    d = np.append(np.diff(m) / (6.0 * h), 0.0)
+    return x, y, b, c, d
+
+
+def _simm_spline(x, y, xp):
+    x, y, b, c, d = (xp.asarray(v) for v in simm_spline_coefficients(x, y))
+    n = x.shape[0]
+    inner = x[1:-1]
+
+    def f(t):
+        k = xp.clip(xp.searchsorted(inner, t, side="right"), 0, n - 2)
+        dx = t - x[k]
+        inside = y[k] + dx * (b[k] + dx * (c[k] + dx * d[k]))
+        below = y[0] + (t - x[0]) * b[0]
+        above = y[-1] + (t - x[-1]) * b[-1]
+        return xp.where(t < x[0], below, xp.where(t > x[-1], above, inside))
+
+    return f
+
+
+def build(fn: dict, xp=jnp) -> Function:
+    """Return a JAX-traceable function ``f(x)``, elementwise, for the function dict ``fn``.
+
+    ``xp=numpy`` gives the same function on NumPy arrays, for fast evaluation outside JAX.
+    """
     kind = fn.get("type")
     if kind == "constant":
         value = float(fn["value"])
-        return lambda t: jnp.zeros_like(t) + value
+        return lambda t: xp.zeros_like(t) + value
     if kind == "linear":
         a, b = float(fn["slope"]), float(fn["intercept"])
         return lambda t: a * t + b
@@ -52,22 +129,21 @@ def build(fn: dict) -> Function:
         coeffs = [float(c) for c in fn["coefficients"]]
 
         def poly(t):
-            acc = jnp.zeros_like(t) + coeffs[0]
+            acc = xp.zeros_like(t) + coeffs[0]
             for c in coeffs[1:]:
                 acc = acc * t + c
             return acc
 
         return poly
     if kind == "piecewise_linear":
-        return _piecewise_linear(fn["x"], fn["y"])
+        return _piecewise_linear(fn["x"], fn["y"], xp)
+    if kind in ("simm_spline", "natural_cubic_spline"):
+        return _simm_spline(fn["x"], fn["y"], xp)
     if kind == "multiplier":
         k = float(fn["scale"])
-        inner = build(fn["function"])
+        inner = build(fn["function"], xp)
         return lambda t: k * inner(t)
-    if kind in _EXTRA_BUILDERS:
-        return _EXTRA_BUILDERS[kind](fn)
+    if kind == "composite":
+        outer, inner = build(fn["outer"], xp), build(fn["inner"], xp)
+        return lambda t: outer(inner(t))
     raise UnsupportedFunctionError(f"unsupported coordinate function type {kind!r} in {fn!r}")
-
-
-# Spline families register here (see below) so ``build`` stays one dispatch.
-_EXTRA_BUILDERS: dict[str, Callable[[dict], Function]] = {}

@@ -1,0 +1,211 @@
+"""The core body model: dynamic (JAX) scaling agrees with MuJoCo's C engine on the statically
+scaled model, gradients are right, mass properties scale, and bad input is named."""
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+import mjx_biomech as mb
+from mjx_biomech._io import InputError
+
+
+def random_person(model, rng, scale=(0.8, 1.2), offset=0.03):
+    p = len(model.scale_param_names)
+    s = len(model.site_names)
+    return mb.BodyParams(
+        jnp.asarray(rng.uniform(*scale, p)), jnp.asarray(rng.uniform(-offset, offset, (s, 3)))
+    )
+
+
+def max_marker_error_vs_mujoco(model, params, poses, seed):
+    static = model.to_mujoco(params)
+    data = mujoco.MjData(static)
+    markers = jax.jit(jax.vmap(model.markers, in_axes=(0, None)))
+    to_qpos = jax.jit(jax.vmap(model.coords_to_qpos, in_axes=(0, None)))
+    coords = mb.sample_coordinates(model, jax.random.PRNGKey(seed), poses)
+    ours = np.asarray(markers(coords, params))
+    qpos = np.asarray(to_qpos(coords, params))
+    err = 0.0
+    for k in range(poses):
+        data.qpos[:] = qpos[k]
+        mujoco.mj_kinematics(static, data)
+        err = max(err, float(np.abs(ours[k] - data.site_xpos).max()))
+    return err
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    import assets
+
+    if not hasattr(assets, "MODEL_PATH"):
+        pytest.skip("the bundled model is not generated yet")
+    return mb.load_model()
+
+
+@pytest.mark.parametrize("which", ["bundled", "myolegs"])
+def test_markers_match_mujoco_c_on_statically_scaled_model(which, request):
+    model = request.getfixturevalue(which)
+    rng = np.random.default_rng(1)
+    worst = 0.0
+    for trial in range(5):
+        params = random_person(model, rng)
+        worst = max(worst, max_marker_error_vs_mujoco(model, params, poses=10, seed=trial))
+    assert worst <= 1e-6, f"max marker error {worst:.3g} m over 50 poses"
+
+
+def test_body_origins_match_mujoco_c(bundled):
+    rng = np.random.default_rng(2)
+    params = random_person(bundled, rng)
+    static = bundled.to_mujoco(params)
+    data = mujoco.MjData(static)
+    q = mb.sample_coordinates(bundled, jax.random.PRNGKey(3))
+    data.qpos[:] = np.asarray(bundled.coords_to_qpos(q, params))
+    mujoco.mj_kinematics(static, data)
+    kin = bundled.forward(q, params)
+    np.testing.assert_allclose(kin.xpos, data.xpos, atol=1e-9)
+    np.testing.assert_allclose(kin.xmat, data.xmat.reshape(-1, 3, 3), atol=1e-9)
+
+
+@pytest.mark.parametrize("which", ["bundled", "myolegs"])
+def test_marker_gradients_match_central_differences(which, request):
+    model = request.getfixturevalue(which)
+    rng = np.random.default_rng(4)
+    params = random_person(model, rng)
+    coords = mb.sample_coordinates(model, jax.random.PRNGKey(5)) * 0.8
+    weights = jnp.asarray(rng.normal(size=(len(model.site_names), 3)))
+
+    def loss(q, scales, offsets):
+        return jnp.sum(weights * model.markers(q, mb.BodyParams(scales, offsets)))
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(coords, params.scales, params.offsets)
+    f = jax.jit(loss)
+    h = 1e-6
+    args = [coords, params.scales, params.offsets]
+    for k, g in enumerate(grads):
+        direction = jnp.asarray(rng.normal(size=np.shape(args[k])))
+        plus = list(args)
+        minus = list(args)
+        plus[k] = args[k] + h * direction
+        minus[k] = args[k] - h * direction
+        fd = (f(*plus) - f(*minus)) / (2 * h)
+        analytic = jnp.sum(g * direction)
+        assert abs(fd - analytic) <= 1e-6 * max(1.0, abs(fd)), f"argument {k}: fd {fd} vs grad {analytic}"
+
+
+def test_markers_vmap_and_jit_over_frames(bundled):
+    params = bundled.default_params()
+    coords = mb.sample_coordinates(bundled, jax.random.PRNGKey(6), 7)
+    batched = jax.jit(jax.vmap(bundled.markers, in_axes=(0, None)))(coords, params)
+    single = bundled.markers(coords[3], params)
+    assert batched.shape == (7, len(bundled.site_names), 3)
+    np.testing.assert_allclose(batched[3], single, atol=1e-12)
+
+
+def test_uniform_scale_multiplies_mass_by_cube_and_inertia_by_fifth_power(bundled):
+    s = 1.13
+    params = bundled.default_params().replace(scales=jnp.full(len(bundled.scale_param_names), 1.0).at[0].set(s))
+    scaled = bundled.to_mujoco(params)
+    base = bundled.mj_model
+    assert np.isclose(scaled.body_mass.sum(), base.body_mass.sum() * s**3, rtol=1e-12)
+    np.testing.assert_allclose(np.sort(scaled.body_inertia, axis=1), np.sort(base.body_inertia * s**5, axis=1), rtol=1e-9)
+
+
+def test_total_mass_option_sets_the_mass(bundled):
+    scaled = bundled.to_mujoco(bundled.scale_params(overall=0.93), total_mass=58.0)
+    assert np.isclose(scaled.body_mass.sum(), 58.0, rtol=1e-12)
+
+
+def test_scaled_bundled_model_steps_one_second_without_nan(bundled):
+    rng = np.random.default_rng(7)
+    params = random_person(bundled, rng, offset=0.0)
+    m = bundled.to_mujoco(params)
+    d = mujoco.MjData(m)
+    d.qpos[:] = np.asarray(bundled.coords_to_qpos(bundled.neutral_coordinates(), params))
+    for _ in range(int(1.0 / m.opt.timestep)):
+        mujoco.mj_step(m, d)
+    assert np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel))
+
+
+def test_scaled_myolegs_muscles_follow_the_scale(myolegs):
+    s = 1.1
+    scaled = myolegs.to_mujoco(myolegs.scale_params(overall=s))
+    base = myolegs.mj_model
+    # Muscle paths run through sites and wrapping geoms that all scale with their bodies.
+    np.testing.assert_allclose(scaled.actuator_length0, base.actuator_length0 * s, rtol=1e-9)
+    np.testing.assert_allclose(scaled.actuator_lengthrange, base.actuator_lengthrange * s, rtol=1e-9)
+    d = mujoco.MjData(scaled)
+    d.ctrl[:] = 0.3
+    for _ in range(250):
+        mujoco.mj_step(scaled, d)
+    assert np.all(np.isfinite(d.qpos))
+    assert np.abs(d.actuator_force).max() > 1.0
+
+
+def test_scaled_myolegs_keeps_joint_couplings_consistent(myolegs):
+    rng = np.random.default_rng(8)
+    params = random_person(myolegs, rng, offset=0.0)
+    static = myolegs.to_mujoco(params)
+    q = mb.sample_coordinates(myolegs, jax.random.PRNGKey(9))
+    qpos = np.asarray(myolegs.coords_to_qpos(q, params))
+    checked = 0
+    for e in range(static.neq):
+        if static.eq_type[e] != mujoco.mjtEq.mjEQ_JOINT:
+            continue
+        j1, j2 = static.eq_obj1id[e], static.eq_obj2id[e]
+        a1, a2 = static.jnt_qposadr[j1], static.jnt_qposadr[j2]
+        x = qpos[a2] - static.qpos0[a2]
+        poly = static.eq_data[e, :5]
+        expected = static.qpos0[a1] + sum(c * x**k for k, c in enumerate(poly))
+        assert np.isclose(qpos[a1], expected, atol=1e-12), static.joint(j1).name
+        checked += 1
+    assert checked == 14
+
+
+def test_to_mjcf_writes_a_model_mujoco_loads_with_the_same_markers(bundled, tmp_path):
+    params = bundled.scale_params(overall=1.05, thigh_r=0.95)
+    path = bundled.to_mjcf(params, tmp_path / "scaled.xml")
+    reloaded = mb.load_model(path)
+    q = mb.sample_coordinates(bundled, jax.random.PRNGKey(10))
+    np.testing.assert_allclose(
+        reloaded.markers(q, reloaded.default_params()), bundled.markers(q, params), atol=1e-9
+    )
+    assert reloaded.coordinate_names == bundled.coordinate_names
+    assert reloaded.marker_sets == bundled.marker_sets
+
+
+def test_missing_model_file_is_named():
+    with pytest.raises(InputError, match="does-not-exist.xml: model file not found"):
+        mb.load_model("does-not-exist.xml")
+
+
+def test_malformed_mjcf_is_named(tmp_path):
+    bad = tmp_path / "broken.xml"
+    bad.write_text("<mujoco><worldbody><body></worldbody></mujoco>")
+    with pytest.raises(InputError, match="broken.xml: not a valid MJCF"):
+        mb.load_model(bad)
+
+
+def test_marker_set_naming_an_unknown_site_is_named(tmp_path):
+    import json
+
+    meta = json.dumps({"marker_sets": {"coco17": {"nose": "no_such_site"}}}).replace('"', "&quot;")
+    path = tmp_path / "m.xml"
+    path.write_text(
+        f'<mujoco><custom><text name="mjx_biomech" data="{meta}"/></custom>'
+        '<worldbody><body name="b"><joint name="j" type="hinge"/><geom size=".1"/>'
+        '<site name="s"/></body></worldbody></mujoco>'
+    )
+    with pytest.raises(InputError, match="'nose' names site 'no_such_site'"):
+        mb.load_model(path)
+
+
+def test_params_of_the_wrong_shape_are_named(bundled):
+    good = bundled.default_params()
+    with pytest.raises(ValueError, match="params.scales has shape"):
+        bundled.markers(bundled.neutral_coordinates(), good.replace(scales=jnp.ones(3)))
+    with pytest.raises(ValueError, match="params.offsets has shape"):
+        bundled.markers(bundled.neutral_coordinates(), good.replace(offsets=jnp.zeros((2, 3))))
+    with pytest.raises(ValueError, match="coords has shape"):
+        bundled.markers(jnp.zeros(3), good)

@@ -364,6 +364,7 @@ def _per_camera(x: jax.Array, ndim: int) -> jax.Array:
     return x.reshape(x.shape[:1] + (1,) * ndim + x.shape[1:])
 
 
+@eqx.filter_jit
 def points_camera(cams: Camera | CameraRig, points_world) -> jax.Array:
     """World points (..., 3) (m) in each camera's frame: (C, ..., 3), or (..., 3) for a Camera.
 
@@ -398,6 +399,7 @@ def _to_pixels(rig: CameraRig, xy: jax.Array) -> jax.Array:
     return xy * _per_camera(f, nd) + _per_camera(c, nd)
 
 
+@eqx.filter_jit
 def project(cams: Camera | CameraRig, points_world, return_depth: bool = False):
     """Pixels (C, ..., 2) of world points (..., 3) (m) in every camera (OpenCV model).
 
@@ -415,6 +417,7 @@ def project(cams: Camera | CameraRig, points_world, return_depth: bool = False):
     return (uv, z) if return_depth else uv
 
 
+@eqx.filter_jit
 def undistort_points(cams: Camera | CameraRig, pixels, iterations: int = 10) -> jax.Array:
     """Normalized image coordinates ``(X/Z, Y/Z)`` (C, ..., 2) of observed pixels (C, ..., 2).
 
@@ -488,6 +491,7 @@ def _flatten_views(rig: CameraRig, keypoints, confidence):
     return kp, w.reshape(len(rig), -1), batch
 
 
+@eqx.filter_jit
 def triangulate(rig: CameraRig, keypoints, confidence=None) -> jax.Array:
     """World points (..., 3) (m) from pixels (C, ..., 2) by confidence-weighted linear DLT.
 
@@ -499,6 +503,7 @@ def triangulate(rig: CameraRig, keypoints, confidence=None) -> jax.Array:
     return _dlt(rig, xy, w).reshape(batch + (3,))
 
 
+@eqx.filter_jit
 def triangulate_robust(rig: CameraRig, keypoints, confidence=None, threshold_px: float = 15.0):
     """Triangulation that tolerates one outlying view per point.
 

@@ -19,6 +19,7 @@ import numpy as np
 from mjx_biomech import functions
 from mjx_biomech._io import InputError
 
+# Absent properties take OpenSim 4.6's defaults (it writes only the properties that differ).
 # Kinematically inert parts of a model: forces, muscles, controllers, probes, contact geometry.
 _IGNORED_SETS = {
     "ForceSet", "ControllerSet", "ProbeSet", "ContactGeometrySet", "ComponentSet", "AnalysisSet",
@@ -167,8 +168,8 @@ class _Reader:
             raise self.error(f"{where} <{tag}>", f"expected {count} numbers, got {raw!r}")
         return values
 
-    def flag(self, el: ET.Element, tag: str, where: str) -> bool:
-        raw = self.text(el, tag, where, "false").lower()
+    def flag(self, el: ET.Element, tag: str, where: str, default: str = "false") -> bool:
+        raw = self.text(el, tag, where, default).lower()
         if raw not in ("true", "false"):
             raise self.error(f"{where} <{tag}>", f"expected true or false, got {raw!r}")
         return raw == "true"
@@ -178,12 +179,12 @@ class _Reader:
         where = f"{where} {self.describe(el)}"
         tag = el.tag
         if tag == "Constant":
-            return {"type": "constant", "value": self.floats(el, "value", where, 1)[0]}
+            return {"type": "constant", "value": self.floats(el, "value", where, 1, "0")[0]}
         if tag == "LinearFunction":
-            slope, intercept = self.floats(el, "coefficients", where, 2)
+            slope, intercept = self.floats(el, "coefficients", where, 2, "1 0")
             return {"type": "linear", "slope": slope, "intercept": intercept}
         if tag == "PolynomialFunction":
-            return {"type": "polynomial", "coefficients": self.floats(el, "coefficients", where)}
+            return {"type": "polynomial", "coefficients": self.floats(el, "coefficients", where, None, "1")}
         if tag in ("SimmSpline", "NaturalCubicSpline", "PiecewiseLinearFunction"):
             kind = {"SimmSpline": "simm_spline", "NaturalCubicSpline": "natural_cubic_spline",
                     "PiecewiseLinearFunction": "piecewise_linear"}[tag]
@@ -288,14 +289,14 @@ def _read_geometry(reader: _Reader, model: OsimModel, el: ET.Element, frame: str
         if g.tag == "Mesh":
             params["file"] = reader.text(g, "mesh_file", where)
         elif g.tag == "Sphere":
-            params["radius"] = reader.floats(g, "radius", where, 1)[0]
+            params["radius"] = reader.floats(g, "radius", where, 1, "1")[0]
         elif g.tag == "Cylinder":
-            params["radius"] = reader.floats(g, "radius", where, 1)[0]
-            params["half_height"] = reader.floats(g, "half_height", where, 1)[0]
+            params["radius"] = reader.floats(g, "radius", where, 1, "0.5")[0]
+            params["half_height"] = reader.floats(g, "half_height", where, 1, "0.5")[0]
         elif g.tag == "Brick":
-            params["half_lengths"] = reader.floats(g, "half_lengths", where, 3)
+            params["half_lengths"] = reader.floats(g, "half_lengths", where, 3, "0.1 0.2 0.3")
         elif g.tag == "Ellipsoid":
-            params["radii"] = reader.floats(g, "radii", where, 3)
+            params["radii"] = reader.floats(g, "radii", where, 3, "0.5 1 2")
         else:
             continue  # frame axes, arrows, lines: display aids with no counterpart worth keeping
         model.geometry.append(Geometry(g.tag, frame, params))
@@ -305,7 +306,7 @@ def _read_coordinate(reader: _Reader, el: ET.Element, joint: str) -> Coordinate:
     where = f"joint {joint!r} {reader.describe(el)}"
     if reader.flag(el, "prescribed", where):
         raise reader.error(where, "prescribed coordinates are not supported (expected <prescribed>false)")
-    lo, hi = reader.floats(el, "range", where, 2, "-1e300 1e300")
+    lo, hi = reader.floats(el, "range", where, 2, "-10 10")
     return Coordinate(
         name=el.get("name"),
         joint=joint,
@@ -347,7 +348,7 @@ def _custom_axes(reader: _Reader, el: ET.Element, name: str, coords: dict[str, C
             if constant == 0.0:
                 continue  # an axis that never moves adds nothing
             coordinate, fn = None, {"type": "constant", "value": constant}
-        direction = _unit(reader, reader.floats(ta, "axis", where, 3), where)
+        direction = _unit(reader, reader.floats(ta, "axis", where, 3, "1 0 0"), where)
         axes.append(Axis(axis_name, axis_name[:-1], direction, coordinate, fn))
     return tuple(axes)
 
@@ -357,8 +358,6 @@ def _read_joint(reader: _Reader, model: OsimModel, el: ET.Element) -> Joint:
     where = reader.describe(el)
     if el.tag not in SUPPORTED_JOINTS:
         raise reader.error(where, f"unsupported joint type {el.tag} (supported: {', '.join(SUPPORTED_JOINTS)})")
-    if reader.flag(el, "reverse", where):
-        raise reader.error(where, "reversed joints are not supported (expected <reverse>false)")
     owner = f"/jointset/{name}"
     _read_frames(reader, model, el.find("frames"), owner)
     coordinate_list = el.find("coordinates")
@@ -447,7 +446,7 @@ def read_osim(path: str | Path) -> OsimModel:
         where = reader.describe(c)
         if c.tag != "CoordinateCouplerConstraint":
             raise reader.error(where, "unsupported constraint type (supported: CoordinateCouplerConstraint)")
-        if not reader.flag(c, "isEnforced", where) and c.find("isEnforced") is not None:
+        if not reader.flag(c, "isEnforced", where, "true"):
             continue
         independent = reader.text(c, "independent_coordinate_names", where).split()
         if len(independent) != 1:

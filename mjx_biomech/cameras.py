@@ -134,7 +134,9 @@ class CameraRig(eqx.Module):
     def index(self, name: str) -> int:
         """Position of camera ``name`` in the rig."""
         if name not in self.names:
-            raise KeyError(f"camera {name!r} is not in the calibration {self._where()} (cameras: {', '.join(self.names)})")
+            raise KeyError(
+                f"camera {name!r} is not in the calibration {self._where()} (cameras: {', '.join(self.names)})"
+            )
         return self.names.index(name)
 
     def __getitem__(self, name: str) -> Camera:
@@ -159,7 +161,11 @@ class CameraRig(eqx.Module):
         """(C, 3, 3) intrinsic matrices in pixels."""
         zero = jnp.zeros_like(self.fx)
         one = jnp.ones_like(self.fx)
-        rows = [jnp.stack([self.fx, zero, self.cx], -1), jnp.stack([zero, self.fy, self.cy], -1), jnp.stack([zero, zero, one], -1)]
+        rows = [
+            jnp.stack([self.fx, zero, self.cx], -1),
+            jnp.stack([zero, self.fy, self.cy], -1),
+            jnp.stack([zero, zero, one], -1),
+        ]
         return jnp.stack(rows, -2)
 
     @property
@@ -194,7 +200,8 @@ class CameraRig(eqx.Module):
         rvecs, tvecs = _array(rvecs), _array(tvecs)
         if rvecs.shape != self.rvec.shape or tvecs.shape != self.tvec.shape:
             raise InputError(
-                f"with_extrinsics: expected rvecs and tvecs of shape {self.rvec.shape}, got {rvecs.shape} and {tvecs.shape}"
+                f"with_extrinsics: expected rvecs and tvecs of shape {self.rvec.shape}, "
+                f"got {rvecs.shape} and {tvecs.shape}"
             )
         return eqx.tree_at(lambda r: (r.rvec, r.tvec), self, (rvecs, tvecs))
 
@@ -304,10 +311,14 @@ def _camera_from_table(path: Path, section: str, table: dict) -> tuple[Camera, d
         raise InputError(f"{where}: 'size' must be positive whole pixels [w, h], got {table['size']!r}")
     K = numbers("matrix", (3, 3))
     if K[0, 1] != 0 or K[1, 0] != 0 or np.any(K[2] != (0.0, 0.0, 1.0)):
-        raise InputError(f"{where}: 'matrix' must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew), got {K.tolist()}")
+        raise InputError(
+            f"{where}: 'matrix' must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew), got {K.tolist()}"
+        )
     dist = numbers("distortions")
     if dist.shape not in ((4,), (5,)):
-        raise InputError(f"{where}: 'distortions' must be 4 (k1 k2 p1 p2) or 5 (k1 k2 p1 p2 k3) values, got {dist.shape}")
+        raise InputError(
+            f"{where}: 'distortions' must be 4 (k1 k2 p1 p2) or 5 (k1 k2 p1 p2 k3) values, got {dist.shape}"
+        )
     if not isinstance(table["name"], str):
         raise InputError(f"{where}: 'name' must be a string, got {table['name']!r}")
     cam = Camera(

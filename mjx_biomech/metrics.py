@@ -180,7 +180,10 @@ def step_metrics(
     """
     hl, hr = _horizontal(heel_left, up_axis), _horizontal(heel_right, up_axis)
     if hl.shape != hr.shape or hl.ndim != 2:
-        raise InputError(f"heel_left, heel_right: expected equal shapes (frames, 3), got {np.shape(heel_left)} and {np.shape(heel_right)}")
+        raise InputError(
+            "heel_left, heel_right: expected equal shapes (frames, 3), "
+            f"got {np.shape(heel_left)} and {np.shape(heel_right)}"
+        )
     if direction is None:
         source = pelvis if pelvis is not None else (np.asarray(heel_left, float) + np.asarray(heel_right, float)) / 2
         direction = walking_direction(source, up_axis)

@@ -137,7 +137,7 @@ class BiomechModel:
                 kind, adr = "none", -1
             else:
                 jid = self._joint_id(joint, where)
-                if m.jnt_type[jid] not in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
+                if int(m.jnt_type[jid]) not in (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)):
                     raise self._err(f"{where}: joint {joint!r} must be a hinge or slide")
                 kind, adr = "joint", int(m.jnt_qposadr[jid])
             coords.append(

@@ -203,7 +203,7 @@ def _scale_equalities(model: "BiomechModel", spec: mujoco.MjSpec, bscale: np.nda
             data[3:6] *= bscale[b1]
         elif eq.type == mujoco.mjtEq.mjEQ_JOINT:
             j1 = m0.eq_obj1id[e]
-            if m0.jnt_type[j1] == mujoco.mjtJoint.mjJNT_SLIDE:
+            if int(m0.jnt_type[j1]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
                 body = m0.jnt_bodyid[j1]
                 axis = _rot(m0.body_quat[body]) @ m0.jnt_axis[j1]
                 data[0:5] *= np.linalg.norm(bscale[m0.body_parentid[body]] * axis)
@@ -259,7 +259,7 @@ def scaled_mjx_model(model: "BiomechModel", params: BodyParams):
     inertia = jnp.sum(c, axis=-1, keepdims=True) - c
     geom_scale = bscale[np.asarray(m0.geom_bodyid)]
     size = jnp.asarray(m0.geom_size) * jnp.mean(geom_scale, axis=-1, keepdims=True)
-    size = jnp.where((np.asarray(m0.geom_type) == mujoco.mjtGeom.mjGEOM_PLANE)[:, None], m0.geom_size, size)
+    size = jnp.where((np.asarray(m0.geom_type) == int(mujoco.mjtGeom.mjGEOM_PLANE))[:, None], m0.geom_size, size)
     return mx.replace(
         body_pos=jnp.asarray(m0.body_pos) * bscale[parent],
         body_ipos=jnp.asarray(m0.body_ipos) * bscale,

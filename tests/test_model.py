@@ -37,10 +37,6 @@ def max_marker_error_vs_mujoco(model, params, poses, seed):
 
 @pytest.fixture(scope="module")
 def bundled():
-    import assets
-
-    if not hasattr(assets, "MODEL_PATH"):
-        pytest.skip("the bundled model is not generated yet")
     return mb.load_model()
 
 
@@ -168,8 +164,9 @@ def test_to_mjcf_writes_a_model_mujoco_loads_with_the_same_markers(bundled, tmp_
     path = bundled.to_mjcf(params, tmp_path / "scaled.xml")
     reloaded = mb.load_model(path)
     q = mb.sample_coordinates(bundled, jax.random.PRNGKey(10))
+    # MuJoCo's XML writer prints 6 significant digits, so the file is exact to ~1e-6 relative.
     np.testing.assert_allclose(
-        reloaded.markers(q, reloaded.default_params()), bundled.markers(q, params), atol=1e-9
+        reloaded.markers(q, reloaded.default_params()), bundled.markers(q, params), rtol=0, atol=5e-6
     )
     assert reloaded.coordinate_names == bundled.coordinate_names
     assert reloaded.marker_sets == bundled.marker_sets

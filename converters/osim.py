@@ -25,9 +25,12 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from converters.osim_export import export
 from converters.osim_parse import Axis, Joint, OsimModel, read_osim
 from mjx_biomech import functions
 from mjx_biomech._io import InputError, write_text_atomic
+
+__all__ = ["export", "to_mjcf"]
 
 GROUND_QUAT = (float(np.cos(np.pi / 4)), float(np.sin(np.pi / 4)), 0.0, 0.0)
 _MESH_FORMATS = (".stl", ".obj", ".msh")
@@ -269,6 +272,8 @@ class _Builder:
         model = self.model
         groups = [{"name": name, "bodies": [name] + ([self.frame_bodies[name]] if name in self.frame_bodies else []),
                    "per_axis": False} for name in model.bodies]
+        # Explicit, so that ground stays unscaled as in OpenSim's ScaleTool.
+        groups.insert(0, {"name": "overall", "bodies": [b for g in groups for b in g["bodies"]], "per_axis": False})
         return {
             "format": "mjx_biomech/1",
             "coordinates": self.coordinates,

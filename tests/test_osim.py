@@ -221,7 +221,8 @@ def test_metadata_names_marker_sites_and_one_scale_group_per_body(custom_osim):
     assert metadata["format"] == "mjx_biomech/1"
     assert metadata["marker_sets"]["opensim"] == {n: n for n in ("ASIS", "THI", "ANK", "PAT", "GND")}
     groups = {g["name"]: g["bodies"] for g in metadata["scale_groups"]}
-    assert set(groups) == {"pelvis", "thigh", "shank", "patella"}
+    assert set(groups) == {"overall", "pelvis", "thigh", "shank", "patella"}
+    assert "ground" not in groups["overall"]  # OpenSim's ScaleTool leaves ground unscaled
     for bodies in groups.values():
         for body in bodies:
             assert mujoco.mj_name2id(mj_model, mujoco.mjtObj.mjOBJ_BODY, body) >= 0
@@ -337,6 +338,95 @@ def test_validate_command_prints_max_error_last_and_exits_zero(custom_osim, caps
     assert validator.main([str(custom_osim), "--poses", "5"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("max_error_m=") and float(last.split("=")[1]) <= 1e-6
+
+
+def opensim_markers_in_world(path, metadata, coordinates, names):
+    """(poses, M, 3) OpenSim marker positions, MuJoCo world frame, coupled and locked coordinates as the metadata says."""
+    os_model = osim.Model(str(path))
+    state = os_model.initSystem()
+    locked = {c["name"] for c in metadata["coordinates"] if c["locked"]}
+    out = []
+    for q in coordinates:
+        for name, value in validator.all_coordinate_values(metadata, q).items():
+            if name not in locked:
+                os_model.getCoordinateSet().get(name).setValue(state, value, False)
+        os_model.realizePosition(state)
+        out.append([validator.GROUND_TO_WORLD @ validator._vec(os_model.getMarkerSet().get(n).getLocationInGround(state)) for n in names])
+    return np.array(out)
+
+
+def core_markers(model, coordinates, params):
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        f = jax.jit(jax.vmap(lambda q: model.markers(q, params, "opensim")))
+        return np.asarray(f(jnp.asarray(coordinates)))
+
+
+def scaled_params(model, seed):
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    with jax.enable_x64(True):
+        params = model.default_params(jnp.float64)
+        return params.replace(scales=jnp.asarray(rng.uniform(0.8, 1.25, params.scales.shape)),
+                              offsets=jnp.asarray(rng.uniform(-0.02, 0.02, params.offsets.shape)))
+
+
+def test_core_model_loaded_from_osim_places_markers_as_opensim(custom_osim):
+    import jax.numpy as jnp
+    import mjx_biomech
+
+    model = mjx_biomech.load_model(custom_osim)
+    coordinates = validator.sample_coordinates(model.metadata, 20, 4)
+    names = model.marker_names("opensim")
+    expected = opensim_markers_in_world(custom_osim, model.metadata, coordinates, names)
+    params = model.default_params(jnp.float64)
+    np.testing.assert_allclose(core_markers(model, coordinates, params), expected, rtol=0, atol=1e-6)
+
+
+def check_export(path, tmp_path, seed):
+    import mjx_biomech
+
+    model = mjx_biomech.load_model(path)
+    params = scaled_params(model, seed)
+    out = osim_converter.export(model, params, tmp_path / "scaled.osim")
+    coordinates = validator.sample_coordinates(model.metadata, 20, seed)
+    names = model.marker_names("opensim")
+    expected = opensim_markers_in_world(out, model.metadata, coordinates, names)
+    np.testing.assert_allclose(core_markers(model, coordinates, params), expected, rtol=0, atol=1e-6)
+    return model, params, out
+
+
+def test_export_writes_a_scaled_osim_whose_markers_match_the_core_model(custom_osim, tmp_path):
+    model, params, out = check_export(custom_osim, tmp_path, 5)
+    s = float(np.asarray(model.body_scales(params))[model.mj_model.body("thigh").id][0])
+    exported = osim.Model(str(out))
+    assert exported.getBodySet().get("thigh").getMass() == pytest.approx(7.0 * s**3, rel=1e-12)
+
+
+def test_export_refuses_a_source_osim_that_changed_since_conversion(custom_osim, tmp_path):
+    import mjx_biomech
+
+    copy = tmp_path / "copy.osim"
+    copy.write_text(Path(custom_osim).read_text())
+    model = mjx_biomech.load_model(copy)
+    copy.write_text(copy.read_text().replace("<mass>7</mass>", "<mass>8</mass>"))
+    with pytest.raises(InputError, match="copy.osim.*changed"):
+        osim_converter.export(model, model.default_params(), tmp_path / "out.osim")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("relative", ["Models/Rajagopal/Rajagopal2016.osim", "Models/Gait2392_Simbody/subject01.osim"])
+def test_export_of_shared_models_matches_the_core_model(relative, tmp_path):
+    path = SHARED / relative
+    if not path.is_file():
+        pytest.skip(f"shared OpenSim models not found at {SHARED}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_export(path, tmp_path, 6)
 
 
 @pytest.mark.slow

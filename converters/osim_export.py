@@ -1,0 +1,149 @@
+"""Write a scaled OpenSim model for a BiomechModel converted from ``.osim``.
+
+The original ``.osim`` (named, with its hash, in the metadata's ``opensim`` section) is edited
+the way OpenSim's ScaleTool scales a model, with the core's per-body scales: offset-frame
+translations, marker locations, geometry scale factors and mass centres by the scale of the
+body they are fixed in; masses by s³ and inertias by s⁵; every translation axis that the
+converter made a dependent joint multiplied (MultiplierFunction) by its parent body's scale,
+as the core scales those joints. Marker offsets (``params.offsets``, metres in the body frame)
+are added to marker locations. Plain XML editing keeps every other element as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from converters.osim_parse import read_osim
+from mjx_biomech._io import InputError, atomic_write
+
+
+def _num(values) -> str:
+    return " ".join(repr(float(v)) for v in np.ravel(values))
+
+
+def _set(el: ET.Element, tag: str, values) -> None:
+    child = el.find(tag)
+    if child is None:
+        child = ET.SubElement(el, tag)
+    child.text = _num(values)
+
+
+def _floats(el: ET.Element, tag: str, default: str) -> np.ndarray:
+    child = el.find(tag)
+    text = child.text if child is not None and child.text and child.text.strip() else default
+    return np.array([float(v) for v in text.split()])
+
+
+def _components(el: ET.Element, path: str):
+    """(path, element) of every PhysicalOffsetFrame owned by component ``el`` at ``path``, recursively."""
+    for holder in ("frames", "components"):
+        container = el.find(holder)
+        if container is None:
+            continue
+        for child in container:
+            if child.tag == "PhysicalOffsetFrame":
+                child_path = f"{path}/{child.get('name')}"
+                yield child_path, child
+                yield from _components(child, child_path)
+
+
+def _children(el: ET.Element | None, path: str) -> list[ET.Element]:
+    found = el.find(path) if el is not None else None
+    return list(found) if found is not None else []
+
+
+def _source(model) -> Path:
+    section = model.metadata.get("opensim")
+    if not section or "source" not in section:
+        raise ValueError("export: the model was not converted from an .osim file (its metadata has no 'opensim' source)")
+    source = Path(section["source"])
+    if not source.is_file():
+        raise InputError(f"{source}: the .osim this model was converted from is missing")
+    if hashlib.sha256(source.read_bytes()).hexdigest() != section.get("sha256"):
+        raise InputError(f"{source}: the .osim changed after the model was converted from it; convert it again")
+    return source
+
+
+def export(model, params, path: str | Path) -> Path:
+    """Write ``model`` scaled by ``params`` (a ``BodyParams``) to ``path`` as an OpenSim 4 model.
+
+    ``model`` is a ``BiomechModel`` loaded from an ``.osim`` (or from its converted MJCF);
+    scales must be isotropic per body, as the converter's scale groups are.
+    """
+    source = _source(model)
+    parsed = read_osim(source)
+    with jax.enable_x64(True):
+        body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
+        offsets = np.asarray(params.offsets, dtype=np.float64)
+    mj_model = model.mj_model
+
+    def scale(base: str) -> float:
+        if base == "/ground":
+            return 1.0
+        s = body_scales[mj_model.body(parsed.body_name(base)).id]
+        if not np.all(s == s[0]):
+            raise ValueError(f"export: body {parsed.body_name(base)!r} has per-axis scales {s.tolist()}; "
+                             "only isotropic body scales can be written to .osim")
+        return float(s[0])
+
+    tree = ET.parse(source)
+    root = tree.getroot().find("Model")
+    owners = [("/ground", root.find("Ground"))]
+    owners += [(f"/bodyset/{b.get('name')}", b) for b in _children(root, "BodySet/objects")]
+    owners += [(f"/jointset/{j.get('name')}", j) for j in _children(root, "JointSet/objects")]
+    top = root.find("components")
+    if top is not None:
+        owners += [(f"/{c.get('name')}", c) for c in top if c.tag == "PhysicalOffsetFrame"]
+    for owner_path, owner in list(owners):
+        if owner is not None:
+            owners.extend(_components(owner, owner_path))
+    for frame_path, el in owners:
+        if el is None or el.tag not in ("Ground", "Body", "PhysicalOffsetFrame"):
+            continue
+        s = scale(parsed.frame_in_base(frame_path)[0])
+        if el.tag == "PhysicalOffsetFrame":
+            _set(el, "translation", s * _floats(el, "translation", "0 0 0"))
+        for geometry in _children(el, "attached_geometry"):
+            _set(geometry, "scale_factors", s * _floats(geometry, "scale_factors", "1 1 1"))
+        if el.tag == "Body":
+            _set(el, "mass", s**3 * _floats(el, "mass", "nan"))
+            _set(el, "mass_center", s * _floats(el, "mass_center", "0 0 0"))
+            _set(el, "inertia", s**5 * _floats(el, "inertia", "0 0 0 0 0 0"))
+
+    site_index = {name: i for i, name in enumerate(model.site_names)}
+    markers = {m.name: m for m in parsed.markers}
+    for el in _children(root, "MarkerSet/objects"):
+        marker = markers[el.get("name")]
+        base, x = parsed.frame_in_base(marker.frame)
+        site = model.metadata["marker_sets"]["opensim"][marker.name]
+        # The site moves to s * p + offset in the body; in the (scaled) marker frame that is:
+        _set(el, "location", scale(base) * np.asarray(marker.location) + x[:3, :3].T @ offsets[site_index[site]])
+
+    dependent = {d["joint"] for d in model.metadata["dependent_joints"] if d["motion"] == "translational"}
+    for joint in parsed.joints:
+        if joint.type != "CustomJoint":
+            continue
+        s = scale(parsed.frame_in_base(joint.parent_frame)[0])
+        el = root.find(f"JointSet/objects/CustomJoint[@name='{joint.name}']")
+        for axis in el.find("SpatialTransform"):
+            if f"{joint.name}_{axis.get('name')}" not in dependent or s == 1.0:
+                continue
+            fn = next(c for c in axis if c.tag not in ("coordinates", "axis"))
+            if fn.tag == "function":  # the older form: the function inside a <function> element
+                axis, fn = fn, fn[0]
+            wrapper = ET.Element("MultiplierFunction", name="function")
+            axis.remove(fn)
+            fn.attrib.pop("name", None)
+            ET.SubElement(wrapper, "function").append(fn)
+            ET.SubElement(wrapper, "scale").text = repr(s)
+            axis.append(wrapper)
+
+    with atomic_write(path) as f:
+        tree.write(f, encoding="unicode", xml_declaration=True)
+    return Path(path)

@@ -137,15 +137,23 @@ def _print_report(result: dict) -> None:
     print(f"max_error_m={result['max_error_m']:.3e}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converters.validate", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="OpenSim model (.osim)")
     parser.add_argument("--poses", type=int, default=100, help="random poses (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, print the report (last line ``max_error_m=...``); 1 above the tolerance."""
     result = validate(args.model, poses=args.poses, seed=args.seed)
     _print_report(result)
     return 0 if result["max_error_m"] <= TOLERANCE_M else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m converters.validate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -137,10 +137,20 @@ class KinematicTree:
             xmat[body.index] = mat
         xpos_a = jnp.stack(xpos)
         xmat_a = jnp.stack(xmat)
-        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites)
-        body_ids = self.site_body[site_ids]
-        local = self.site_pos[site_ids] * body_scale[body_ids]
-        if site_offsets is not None:
-            local = local + site_offsets[site_ids]
-        site_xpos = xpos_a[body_ids] + jnp.einsum("sij,sj->si", xmat_a[body_ids], local)
+        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
+        # Sites are transformed body by body (no per-site gather of 3x3 matrices, whose
+        # backward pass is a costly scatter), then put back in the requested order.
+        chunks, order = [], []
+        for b in np.unique(self.site_body[site_ids]):
+            ids = site_ids[self.site_body[site_ids] == b]
+            local = self.site_pos[ids] * body_scale[b]
+            if site_offsets is not None:
+                local = local + site_offsets[ids]
+            chunks.append(xpos[b] + local @ xmat[b].T)
+            order.append(np.flatnonzero(self.site_body[site_ids] == b))
+        if chunks:
+            inverse = np.argsort(np.concatenate(order))
+            site_xpos = jnp.concatenate(chunks)[inverse]
+        else:
+            site_xpos = jnp.zeros((0, 3), dtype)
         return Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos)

@@ -1,0 +1,87 @@
+"""Forward kinematics of the bundled model: ours (JAX) vs MuJoCo's C engine, same frames, same run.
+
+Prints microseconds per frame for markers (forward) and markers + gradient w.r.t. scales,
+offsets and coordinates, against ``mj_kinematics`` on the statically scaled model, and the
+ratios. Run: ``python benchmarks/fk.py [--frames 300] [--repeats 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import mjx_biomech as mb
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # compile / warm up
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--model", default=None, help="model source (default: the bundled model)")
+    parser.add_argument("--marker-set", default=None, help="marker set (default: every site)")
+    args = parser.parse_args()
+
+    model = mb.load_model(args.model)
+    rng = np.random.default_rng(0)
+    params = mb.BodyParams(
+        jnp.asarray(rng.uniform(0.9, 1.1, len(model.scale_param_names)), jnp.float32),
+        jnp.asarray(rng.uniform(-0.01, 0.01, (len(model.site_names), 3)), jnp.float32),
+    )
+    coords = mb.sample_coordinates(model, jax.random.PRNGKey(0), args.frames).astype(jnp.float32)
+    sites = model.marker_site_ids(args.marker_set)
+
+    markers = jax.jit(jax.vmap(lambda q, p: model.markers(q, p, args.marker_set), in_axes=(0, None)))
+
+    def loss(q, p):
+        return jnp.sum(markers(q, p) ** 2)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+    static = model.to_mujoco(params)
+    data = mujoco.MjData(static)
+    qpos = np.asarray(jax.vmap(model.coords_to_qpos, in_axes=(0, None))(coords, params), dtype=float)
+
+    def mujoco_c():
+        out = np.empty((args.frames, len(sites), 3))
+        for k in range(args.frames):
+            data.qpos[:] = qpos[k]
+            mujoco.mj_kinematics(static, data)
+            out[k] = data.site_xpos[sites]
+        return out
+
+    t_c = _time(mujoco_c, args.repeats)
+    t_fwd = _time(lambda: markers(coords, params).block_until_ready(), args.repeats)
+    t_grad = _time(lambda: jax.block_until_ready(value_and_grad(coords, params)), args.repeats)
+
+    err = float(np.abs(np.asarray(markers(coords, params)) - mujoco_c()).max())
+    per = 1e6 / args.frames
+    table = Table(title=f"{model.source}: {args.frames} frames, {len(sites)} markers, {jax.default_backend()} float32")
+    for col in ("path", "µs/frame", "vs MuJoCo C"):
+        table.add_column(col)
+    table.add_row("MuJoCo C mj_kinematics (forward)", f"{t_c * per:.2f}", "1.00")
+    table.add_row("mjx_biomech markers (forward)", f"{t_fwd * per:.2f}", f"{t_fwd / t_c:.2f}")
+    table.add_row("mjx_biomech markers + gradient", f"{t_grad * per:.2f}", f"{t_grad / t_c:.2f}")
+    Console().print(table)
+    print(f"max |ours - MuJoCo C| = {err:.2e} m (float32)")
+    print(f"ratio_forward_vs_mujoco={t_fwd / t_c:.3f} ratio_grad_vs_mujoco={t_grad / t_c:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,8 @@
-"""Write a scaled OpenSim model for a BiomechModel converted from ``.osim``.
+"""Write a scaled OpenSim model: edit the ``.osim`` a model came from, or build one.
 
-The original ``.osim`` (named, with its hash, in the metadata's ``opensim`` section) is edited
+A model that did not come from ``.osim`` (the bundled model, any MJCF) is built from its
+MuJoCo joints by :mod:`converters.osim_build`. For one converted from ``.osim``, the
+original ``.osim`` (named, with its hash, in the metadata's ``opensim`` section) is edited
 the way OpenSim's ScaleTool scales a model, with the core's per-body scales: offset-frame
 translations, marker locations, geometry scale factors and mass centres by the scale of the
 body they are fixed in; masses by s³ and inertias by s⁵; every translation axis that the
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from converters import osim_build
 from converters.osim_parse import read_osim
 from mjx_biomech._io import InputError, atomic_write
 
@@ -59,10 +62,7 @@ def _children(el: ET.Element | None, path: str) -> list[ET.Element]:
 
 
 def _source(model) -> Path:
-    section = model.metadata.get("opensim")
-    if not section or "source" not in section:
-        raise ValueError("export: the model was not converted from an .osim file (its metadata has no 'opensim' source)")
-    source = Path(section["source"])
+    source = Path(model.metadata["opensim"]["source"])
     if not source.is_file():
         raise InputError(f"{source}: the .osim this model was converted from is missing")
     if hashlib.sha256(source.read_bytes()).hexdigest() != section.get("sha256"):
@@ -73,9 +73,12 @@ def _source(model) -> Path:
 def export(model, params, path: str | Path) -> Path:
     """Write ``model`` scaled by ``params`` (a ``BodyParams``) to ``path`` as an OpenSim 4 model.
 
-    ``model`` is a ``BiomechModel`` loaded from an ``.osim`` (or from its converted MJCF);
-    scales must be isotropic per body, as the converter's scale groups are.
+    A ``BiomechModel`` loaded from an ``.osim`` (or from its converted MJCF) is written by
+    editing that ``.osim``; its scales must be isotropic per body, as the converter's scale
+    groups are. Any other model is built by :func:`converters.osim_build.export`.
     """
+    if "source" not in (model.metadata.get("opensim") or {}):
+        return osim_build.export(model, params, path)
     source = _source(model)
     parsed = read_osim(source)
     with jax.enable_x64(True):

@@ -1,0 +1,104 @@
+"""Synthetic walking, people, rigs and captures: their ground truth is what they claim."""
+
+import jax
+import numpy as np
+import pytest
+
+import mjx_biomech
+from mjx_biomech import cameras, synthetic
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mjx_biomech.load_model()
+
+
+@pytest.fixture(scope="module")
+def walk(model):
+    return synthetic.walking(model, duration=2.0, fps=50.0)
+
+
+def _col(model, coords, name):
+    return np.degrees(coords[:, model.coordinate_names.index(name)])
+
+
+def test_walking_joint_angles_have_normative_ranges(model, walk):
+    times, coords = walk
+    assert times.shape == (100,) and coords.shape == (100, model.num_coordinates)
+    hip, knee, ankle = (_col(model, coords, n) for n in ("hip_flexion_r", "knee_angle_r", "ankle_angle_r"))
+    assert 28 <= hip.max() <= 34 and -12 <= hip.min() <= -8
+    assert 55 <= knee.max() <= 65 and 0 <= knee.min() <= 8
+    assert 10 <= ankle.max() <= 15 and -20 <= ankle.min() <= -14
+    # Left is the right half a stride later; arms swing against the leg on their own side.
+    cadence = synthetic.default_cadence(model, 1.3)
+    half_stride = int(round(60.0 / cadence * 50.0))
+    hip_l = _col(model, coords, "hip_flexion_l")
+    assert np.corrcoef(hip[:-half_stride], hip_l[half_stride:])[0, 1] > 0.99
+    assert np.corrcoef(hip, _col(model, coords, "arm_flex_r"))[0, 1] < -0.8
+    # Coordinates without a curve stay neutral; everything stays in range.
+    assert np.all(coords[:, model.coordinate_names.index("wrist_flex_r")] == model.neutral_coordinates()[31])
+    lo, hi = model.coordinate_ranges.T
+    assert np.all((coords >= lo) & (coords <= hi))
+
+
+def test_walking_advances_at_speed_and_keeps_the_feet_on_the_ground(model, walk):
+    times, coords = walk
+    tx = coords[:, model.coordinate_names.index("pelvis_tx")]
+    assert np.allclose(np.diff(tx) / np.diff(times), 1.3)
+    assert abs(tx[0] + tx[-1]) < 1e-12  # centred on the origin
+    params = model.default_params()
+    lowest = np.asarray(jax.vmap(lambda q: model.forward(q, params).site_xpos[:, 2].min())(coords))
+    standing = float(model.forward(model.neutral_coordinates(), params).site_xpos[:, 2].min())
+    # The Fourier-smoothed pelvis height keeps the lowest foot site within a centimetre of standing.
+    assert np.max(np.abs(lowest - standing)) < 0.01
+    ty = coords[:, model.coordinate_names.index("pelvis_ty")]
+    assert 0.02 < ty.max() - ty.min() < 0.1
+
+
+def test_walking_seed_varies_the_person_but_not_the_shape(model, walk):
+    _, a = walk
+    _, b = synthetic.walking(model, duration=2.0, fps=50.0, seed=4)
+    _, c = synthetic.walking(model, duration=2.0, fps=50.0, seed=4)
+    assert np.array_equal(b, c)
+    knee_a, knee_b = _col(model, a, "knee_angle_r"), _col(model, b, "knee_angle_r")
+    assert 0.5 < np.max(np.abs(knee_a - knee_b)) < 10
+    assert np.corrcoef(knee_a, knee_b)[0, 1] > 0.98
+
+
+def test_person_has_scales_off_one_and_centimetre_marker_offsets(model):
+    p = synthetic.person(model, seed=2, marker_set="halpe26")
+    dev = np.abs(np.asarray(p.scales) - 1)
+    assert np.all((dev >= 0.05) & (dev <= 0.10))
+    norms = np.linalg.norm(np.asarray(p.offsets), axis=1)
+    ids = model.marker_site_ids("halpe26")
+    assert np.all((norms[ids] >= 0.01) & (norms[ids] <= 0.02))
+    assert np.count_nonzero(norms) == len(ids)
+
+
+def test_ring_rig_cameras_surround_and_look_at_the_walkway():
+    rig = synthetic.ring_rig(n_cameras=6, radius=4.0, height=1.5)
+    centers = np.asarray(rig.centers)
+    assert np.allclose(np.linalg.norm(centers[:, :2], axis=1), 4.0) and np.allclose(centers[:, 2], 1.5)
+    uv = np.asarray(cameras.project(rig, np.array([0.0, 0.0, 0.9])))
+    assert np.allclose(uv, [(1920 - 1) / 2, (1080 - 1) / 2], atol=1e-6)
+    # A point above the target is higher in every image (smaller v).
+    assert np.all(np.asarray(cameras.project(rig, np.array([0.0, 0.0, 1.5])))[:, 1] < uv[:, 1])
+
+
+def test_capture_noise_dropouts_and_outliers_match_their_settings(model, walk):
+    times, coords = walk
+    params = synthetic.person(model, seed=1, marker_set="coco17")
+    rig = synthetic.ring_rig()
+    cap = synthetic.capture(model, params, times, coords, rig, "coco17", noise_px=2.0, dropout=0.2,
+                            outlier_fraction=0.05, seed=3)
+    assert cap.keypoints.shape == (8, 100, 17, 2) and cap.fps == pytest.approx(50.0)
+    seen = cap.confidence > 0
+    assert np.all(np.isnan(cap.keypoints[~seen])) and np.all(np.isfinite(cap.keypoints[seen]))
+    assert abs(1 - seen.mean() - 0.2) < 0.02
+    true = np.asarray(cameras.project(rig, jax.vmap(lambda q: model.markers(q, params, "coco17"))(coords)))
+    err = np.linalg.norm(cap.keypoints - true, axis=-1)[seen]
+    outliers = err > 15
+    assert abs(outliers.mean() - 0.05) < 0.015
+    # Inliers: 2D Gaussian with sigma 2 px per axis has RMS radius 2·sqrt(2).
+    assert np.sqrt(np.mean(err[~outliers] ** 2)) == pytest.approx(2 * np.sqrt(2), rel=0.05)
+    assert np.all(cap.confidence[seen][outliers] <= 0.7) and np.all(cap.confidence[seen][~outliers] >= 0.6)

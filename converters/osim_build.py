@@ -1,8 +1,10 @@
 """Build an OpenSim 4 ``.osim`` from a MuJoCo body model (one that did not come from ``.osim``).
 
-The model is the person's statically scaled MuJoCo model (``model.to_mujoco(params)``), so
-every length, mass and inertia is the one MuJoCo simulates; dependent joints follow the core's
-rule (translational outputs times the parent body's scale along the axis). The XML is written
+Lengths, masses and inertias are those of the person's statically scaled MuJoCo model
+(``model.to_mujoco(params)``), computed in float64 by the same rule (:mod:`mjx_biomech.scaling`:
+positions in a body times its scale, mass by ``s_x s_y s_z``, inertia from the scaled second
+moment); dependent joints follow the core's rule (translational outputs times the parent
+body's scale along the axis). The XML is written
 directly (no ``opensim`` install is needed to export) and OpenSim 4.6 loads it with markers
 that agree with ``model.markers`` to float precision.
 
@@ -21,7 +23,10 @@ What is mapped:
   body-fixed rotation sequence, a nonzero anchor is a translation of both the parent and the
   child offset frames. When a body needs several runs, massless bodies named
   ``<body>_link<k>`` carry the intermediate frames. A body without joints is welded.
-- Coordinates keep their names, ranges, defaults, locks; MuJoCo joint limits make them clamped.
+- Coordinates keep their names, ranges, defaults, locks. They are clamped to their ranges only
+  when asked (``clamp=True``, for limited MuJoCo joints): OpenSim's InverseKinematicsTool stops
+  millimetres off exact marker data on a model with clamped coordinates (its bounded assembler
+  does not converge), and to exactly the data without them.
   A joint displacement is ``qpos - qpos0`` as in MuJoCo, so a coordinate drives its axis with
   ``LinearFunction(1, -qpos0)``.
 - Dependent joints (metadata ``dependent_joints``, or joint equalities of a plain MJCF read
@@ -44,6 +49,7 @@ actuators, tendons, contacts and equalities other than joint couplings.
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -54,7 +60,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from mjx_biomech import functions
+from mjx_biomech import functions, scaling
 from mjx_biomech._io import InputError, atomic_write
 
 # OpenSim ground in the MuJoCo world: turned +90 degrees about X.
@@ -236,14 +242,23 @@ class _Run:
 
 
 class _Builder:
-    def __init__(self, model, params):
+    def __init__(self, model, params, clamp: bool):
         self.model = model
+        self.clamp = clamp
         self.source = model.source
-        self.m = model.to_mujoco(params)
-        self.m0 = model.mj_model
+        model.check_params(params)
+        self.m = m = model.mj_model
         with jax.enable_x64(True):
-            self.body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
-        self.names: set[str] = {"ground"}
+            s = self.body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
+        # The static scaling of mjx_biomech.scaling (what model.to_mujoco compiles), in float64.
+        self.body_pos = m.body_pos * s[m.body_parentid]
+        self.jnt_pos = m.jnt_pos * s[m.jnt_bodyid]
+        self.site_pos = m.site_pos * s[m.site_bodyid] + np.asarray(params.offsets, dtype=np.float64)
+        self.ipos = m.body_ipos * s
+        self.mass_inertia = [scaling.scaled_inertia(m.body_mass[b], m.body_inertia[b], m.body_iquat[b], s[b])
+                             for b in range(m.nbody)]
+        # OpenSim names are unique within a set (bodies with ground, joints, coordinates, ...).
+        self.names: dict[str, set[str]] = {"body": {"ground"}}
         self.coordinate_of_joint = {c.qposadr: c for c in model.coordinates if c.kind == "joint"}
         self.dependent_of_joint = {d.joint_id: d for d in model.dependents}
         for c in model.coordinates:
@@ -253,15 +268,17 @@ class _Builder:
         self.coordinates = {c.name: c for c in model.coordinates}
         self.owner: dict[str, str] = {}
         self.coupled: list[tuple[str, str, dict]] = []
+        self.coupled_names: dict[tuple[str, str, str], str] = {}
         self.joint_coordinates: dict[str, list[ET.Element]] = {}
 
     def error(self, what: str) -> InputError:
         return InputError(f"{self.source}: {what}")
 
-    def unique(self, name: str, what: str) -> str:
-        if name in self.names:
-            raise self.error(f"{what}: the OpenSim name {name!r} is already taken")
-        self.names.add(name)
+    def unique(self, kind: str, name: str, what: str) -> str:
+        taken = self.names.setdefault(kind, set())
+        if name in taken:
+            raise self.error(f"{what}: the OpenSim {kind} name {name!r} is already taken")
+        taken.add(name)
         return name
 
     def is_ground(self, b: int) -> bool:
@@ -285,7 +302,7 @@ class _Builder:
                     runs.append(current)
                 current.slides.append(j)
             elif m.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE:
-                anchor = np.asarray(m.jnt_pos[j], dtype=float)
+                anchor = self.jnt_pos[j]
                 fits = current is not None and _independent([m.jnt_axis[i] for i in current.hinges], axis) and (
                     not current.hinges or np.array_equal(anchor, current.anchor))
                 if not fits:
@@ -303,8 +320,8 @@ class _Builder:
 
     def displacement(self, j: int) -> tuple[str | None, dict] | None:
         """(coordinate, function) giving joint ``j``'s displacement ``qpos - qpos0``; None if it never moves."""
-        adr = int(self.m0.jnt_qposadr[j])
-        qpos0 = float(self.m0.qpos0[adr])
+        adr = int(self.m.jnt_qposadr[j])
+        qpos0 = float(self.m.qpos0[adr])
         if adr in self.coordinate_of_joint:
             c = self.coordinate_of_joint[adr]
             return c.name, {"type": "linear", "slope": 1.0, "intercept": -qpos0}
@@ -313,9 +330,9 @@ class _Builder:
             return None
         fn = d.function
         if d.motion == "translational":
-            body = int(self.m0.jnt_bodyid[j])
-            parent = int(self.m0.body_parentid[body])
-            k = float(np.linalg.norm(self.body_scales[parent] * (_rot(self.m0.body_quat[body]) @ self.m0.jnt_axis[j])))
+            body = int(self.m.jnt_bodyid[j])
+            parent = int(self.m.body_parentid[body])
+            k = float(np.linalg.norm(self.body_scales[parent] * (_rot(self.m.body_quat[body]) @ self.m.jnt_axis[j])))
             if k != 1.0:
                 fn = {"type": "multiplier", "scale": k, "function": fn}
         fn = _add_output(_shift_input(fn, d.input_offset), d.output_offset - qpos0)
@@ -328,7 +345,7 @@ class _Builder:
         for _, _, runs in plan:
             for run in runs:
                 for j in run.slides + run.hinges:
-                    adr = int(self.m0.jnt_qposadr[j])
+                    adr = int(self.m.jnt_qposadr[j])
                     if adr in self.coordinate_of_joint:
                         self.owner[self.coordinate_of_joint[adr].name] = run.name
         for _, _, runs in plan:
@@ -343,7 +360,7 @@ class _Builder:
                                  "functions or nothing); OpenSim needs it in a joint")
 
     def coordinate_xml(self, name: str, default: float, lo: float, hi: float, clamped: bool, locked: bool) -> ET.Element:
-        el = ET.Element("Coordinate", name=self.unique(name, f"coordinate {name!r}"))
+        el = ET.Element("Coordinate", name=self.unique("coordinate", name, f"coordinate {name!r}"))
         ET.SubElement(el, "default_value").text = _num([default])
         ET.SubElement(el, "range").text = _num([lo, hi])
         ET.SubElement(el, "clamped").text = "true" if clamped else "false"
@@ -351,10 +368,13 @@ class _Builder:
         return el
 
     def couple(self, run: _Run, source: str, fn: dict) -> str:
-        """A new coordinate of ``run`` held at ``fn(source)`` by a coupler constraint."""
+        """A coordinate of ``run`` held at ``fn(source)`` by a coupler constraint (made once per function)."""
+        key = (run.name, source, json.dumps(fn, sort_keys=True))
+        if key in self.coupled_names:
+            return self.coupled_names[key]
         name = f"{source}_in_{run.name}"
         k = 2
-        while name in self.names:
+        while name in self.names.get("coordinate", ()):
             name, k = f"{source}_in_{run.name}_{k}", k + 1
         c = self.coordinates.get(source)
         lo, hi = np.clip(c.range, -10.0, 10.0) if c is not None else (-1.0, 1.0)
@@ -364,6 +384,7 @@ class _Builder:
             self.coordinate_xml(name, default, float(np.min(values)), float(np.max(values)), False, False))
         self.coupled.append((name, source, fn))
         self.owner[name] = run.name
+        self.coupled_names[key] = name
         return name
 
     def drive(self, run: _Run, coordinate: str | None, fn: dict) -> tuple[str | None, dict]:
@@ -412,31 +433,28 @@ class _Builder:
 
         for b, body, runs in plan:
             parent_path, x_parent = frame[int(m.body_parentid[b])]
-            x_start = x_parent @ _transform(_rot(m.body_quat[b]), m.body_pos[b])
+            x_start = x_parent @ _transform(_rot(m.body_quat[b]), self.body_pos[b])
             names = [f"{body}_link{k}" for k in range(len(runs) - 1)] + [body]
             for link in names:
-                self.unique(link, f"body {m.body(b).name!r}")
+                self.unique("body", link, f"body {m.body(b).name!r}")
                 el = ET.SubElement(bodyset, "Body", name=link)
-                real = link == body
-                mass = float(m.body_mass[b]) if real else 0.0
+                mass, inertia = self.mass_inertia[b] if link == body else (0.0, np.zeros((3, 3)))
                 ET.SubElement(el, "mass").text = _num([mass])
-                ET.SubElement(el, "mass_center").text = _num(m.body_ipos[b] if real else np.zeros(3))
-                r = _rot(m.body_iquat[b])
-                inertia = r @ np.diag(m.body_inertia[b]) @ r.T if real else np.zeros((3, 3))
+                ET.SubElement(el, "mass_center").text = _num(self.ipos[b] if link == body else np.zeros(3))
                 ET.SubElement(el, "inertia").text = _num([inertia[0, 0], inertia[1, 1], inertia[2, 2],
                                                           inertia[0, 1], inertia[0, 2], inertia[1, 2]])
             if not runs:
-                jointset.append(self.joint_xml("WeldJoint", self.unique(f"{body}_joint", f"body {m.body(b).name!r}"), parent_path, x_start, f"/bodyset/{body}",
+                jointset.append(self.joint_xml("WeldJoint", self.unique("joint", f"{body}_joint", f"body {m.body(b).name!r}"), parent_path, x_start, f"/bodyset/{body}",
                                                np.eye(4), None))
             for k, run in enumerate(runs):
                 anchor = _transform(np.eye(3), run.anchor)
-                jointset.append(self.joint_xml("CustomJoint", self.unique(run.name, f"body {m.body(b).name!r}"),
+                jointset.append(self.joint_xml("CustomJoint", self.unique("joint", run.name, f"body {m.body(b).name!r}"),
                                                parent_path, x_start @ anchor, f"/bodyset/{names[k]}", anchor, run))
                 parent_path, x_start = f"/bodyset/{names[k]}", np.eye(4)
             frame[b] = (f"/bodyset/{body}", np.eye(4))
 
         for name, source, fn in self.coupled:
-            el = ET.SubElement(constraints, "CoordinateCouplerConstraint", name=self.unique(f"{name}_coupler", "coupler"))
+            el = ET.SubElement(constraints, "CoordinateCouplerConstraint", name=self.unique("constraint", f"{name}_coupler", "coupler"))
             holder = ET.SubElement(el, "coupled_coordinates_function")
             holder.append(_function_xml(fn, None))
             ET.SubElement(el, "independent_coordinate_names").text = source
@@ -445,9 +463,9 @@ class _Builder:
         for s in range(m.nsite):
             path, x = frame[int(m.site_bodyid[s])]
             name = marker_name(m.site(s).name or f"site{s}")
-            el = ET.SubElement(markers, "Marker", name=self.unique(name, f"site {m.site(s).name!r}"))
+            el = ET.SubElement(markers, "Marker", name=self.unique("marker", name, f"site {m.site(s).name!r}"))
             ET.SubElement(el, "socket_parent_frame").text = path
-            ET.SubElement(el, "location").text = _num(x[:3, :3] @ m.site_pos[s] + x[:3, 3])
+            ET.SubElement(el, "location").text = _num(x[:3, :3] @ self.site_pos[s] + x[:3, 3])
 
         ET.indent(root, "\t")
         xml = '<?xml version="1.0" encoding="UTF-8" ?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -462,9 +480,9 @@ class _Builder:
         coordinates = ET.SubElement(el, "coordinates")
         if run is not None:
             for j in run.slides + run.hinges:
-                c = self.coordinate_of_joint.get(int(self.m0.jnt_qposadr[j]))
+                c = self.coordinate_of_joint.get(int(self.m.jnt_qposadr[j]))
                 if c is not None:
-                    self.own_coordinate(coordinates, c, bool(self.m0.jnt_limited[j]))
+                    self.own_coordinate(coordinates, c, self.clamp and bool(self.m.jnt_limited[j]))
             for c in self.model.coordinates:
                 if c.kind == "none" and self.owner[c.name] == name:
                     self.own_coordinate(coordinates, c, False)
@@ -492,14 +510,17 @@ class _Builder:
         coordinates.append(self.coordinate_xml(c.name, c.default, c.range[0], c.range[1], clamped, c.locked))
 
 
-def build(model, params) -> OsimBuild:
-    """The OpenSim model of ``model`` scaled by ``params`` (a ``BodyParams``); see the module docstring."""
-    return _Builder(model, params).build()
+def build(model, params, clamp: bool = False) -> OsimBuild:
+    """The OpenSim model of ``model`` scaled by ``params`` (a ``BodyParams``); see the module docstring.
+
+    ``clamp``: clamp the coordinates of limited MuJoCo joints to their ranges in OpenSim.
+    """
+    return _Builder(model, params, clamp).build()
 
 
-def export(model, params, path: str | Path) -> Path:
+def export(model, params, path: str | Path, clamp: bool = False) -> Path:
     """Write :func:`build`'s ``.osim`` to ``path`` (atomically); return the path."""
-    built = build(model, params)
+    built = build(model, params, clamp)
     with atomic_write(path) as f:
         f.write(built.xml)
     return Path(path)

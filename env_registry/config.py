@@ -1,0 +1,82 @@
+"""Configuration of the gait-imitation environments (the paper's values are the defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mjx_biomech._io import InputError
+
+REWARDS = ("exp", "mse")
+CONTROLS = ("torque", "pd")
+
+
+@dataclass(frozen=True)
+class GaitImitationConfig:
+    """Everything that defines a gait-imitation environment except its reference data.
+
+    Attributes:
+        model: ``"lower_body"`` (the paper's), ``"fullbody"``, or an MJCF/.osim path (see :mod:`.body`).
+        future_frames: F ≥ 0 future reference frames in the observation.
+        reward: ``"exp"`` or ``"mse"`` (formulas in :mod:`.tracking`), with the weights below.
+        control: ``"torque"`` (joint torques + pelvis wrench) or ``"pd"`` (setpoints and gains per joint).
+        fps: control rate, Hz; substeps: physics steps per control step.
+        reset_noise: half-width of the uniform noise added at reset to joint angles (rad) and to
+            every velocity (rad/s, m/s).
+        observation_noise: standard deviation of the Gaussian noise added to observations.
+        fall_fraction: the body has fallen when the pelvis is below this fraction of the reference
+            pelvis height.
+        residual_force, residual_torque: N and N·m per unit control of the pelvis motors.
+        kp_max: largest PD stiffness, N·m/rad; damping_time: kd = kp·damping_time, s.
+        solver_iterations: constraint-solver iterations per physics step.
+    """
+
+    model: str = "lower_body"
+    future_frames: int = 4
+    reward: str = "exp"
+    control: str = "torque"
+    fps: float = 30.0
+    substeps: int = 16
+    reset_noise: float = 0.15
+    observation_noise: float = 1e-4
+    fall_fraction: float = 0.6
+    residual_force: float = 300.0
+    residual_torque: float = 100.0
+    kp_max: float = 300.0
+    damping_time: float = 0.05
+    solver_iterations: int = 4
+    exp_alpha_angle: float = 5.0
+    exp_alpha_position: float = 2.5
+    exp_alpha_velocity: float = 0.17
+    mse_alpha0: float = 8.0
+    mse_alpha_angle: float = 2.5
+    mse_alpha_position: float = 3.9
+    mse_alpha_velocity: float = 20.0
+    mse_beta: float = 0.005
+
+    def __post_init__(self):
+        if not isinstance(self.future_frames, int) or self.future_frames < 0:
+            raise InputError(f"future_frames: expected an integer F ≥ 0, got {self.future_frames!r}")
+        if self.reward not in REWARDS:
+            raise InputError(f"reward: expected one of {REWARDS}, got {self.reward!r}")
+        if self.control not in CONTROLS:
+            raise InputError(f"control: expected one of {CONTROLS}, got {self.control!r}")
+        if not self.fps > 0:
+            raise InputError(f"fps: expected > 0 Hz, got {self.fps}")
+        if not isinstance(self.substeps, int) or self.substeps < 1:
+            raise InputError(f"substeps: expected an integer ≥ 1, got {self.substeps!r}")
+        for name in ("reset_noise", "observation_noise", "fall_fraction", "residual_force", "residual_torque", "kp_max"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name}: expected ≥ 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GaitImitationConfig:
+        """Build from a dict (e.g. a saved JSON config), naming any unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"config: unknown keys {unknown}; expected some of {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

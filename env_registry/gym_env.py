@@ -1,0 +1,108 @@
+"""The gait-imitation environment on MuJoCo's C engine, with gymnasium's interface (for CPU users).
+
+It shares the task (body, reference, targets) and the observation, reward and control arithmetic
+(:mod:`.tracking`) with the MJX environment; episodes start and end by the same rules (see
+:mod:`.mjx_env`). ``terminated`` is a fall, a negative reward or an unstable state;
+``truncated`` is the end of the reference.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from . import tracking
+from .config import GaitImitationConfig
+from .task import GaitTask, make_task
+
+
+class GaitImitationGymEnv(gym.Env):
+    """``gymnasium.make("mjx_biomech/GaitImitation-v0", reference=..., **config_fields)``."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: GaitImitationConfig | None = None, reference="synthetic", task: GaitTask | None = None, **overrides):
+        self.task = task if task is not None else make_task(config, reference, **overrides)
+        body = self.task.body
+        self.model = body.mj_model
+        self.data = mujoco.MjData(self.model)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.task.observation_size,), np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.task.action_size,), np.float32)
+        self._joint_noise = np.zeros(self.model.nq, bool)
+        self._joint_noise[self.task.non_pelvis_qpos] = True
+        self._foot_radius = self.model.geom_size[body.foot_geoms, 0]
+        self._traj = 0
+        self._frame = 0
+
+    @property
+    def dt(self) -> float:
+        return self.task.dt
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        c, t, m, d = self.task.config, self.task.targets, self.model, self.data
+        rng = self.np_random
+        n = int(rng.integers(len(t.lengths)))
+        frame = int(rng.integers(0, t.lengths[n] - c.future_frames - 1))
+        mujoco.mj_resetData(m, d)
+        d.qpos[:] = t.qpos[n, frame] + np.where(self._joint_noise, rng.uniform(-1, 1, m.nq), 0.0) * c.reset_noise
+        d.qvel[:] = t.qvel[n, frame] + rng.uniform(-1, 1, m.nv) * c.reset_noise
+        mujoco.mj_kinematics(m, d)
+        lowest = tracking.lowest_foot_point(d.geom_xpos[self.task.body.foot_geoms, 2], self._foot_radius)
+        d.qpos[self.task.pelvis_ty_qpos] += max(-lowest, 0.0)
+        d.userdata[:] = (n, frame)
+        mujoco.mj_forward(m, d)
+        self._traj, self._frame = n, frame
+        return self._observation(), {"trajectory": n, "frame": frame}
+
+    def step(self, action):
+        task, body, c, t, m, d = self.task, self.task.body, self.task.config, self.task.targets, self.model, self.data
+        action = np.asarray(action, dtype=np.float64)
+        keypoints0 = d.site_xpos[t.keypoint_sites].copy()
+        for _ in range(c.substeps):
+            u = task.controls(action, d.qpos[body.joint_qpos], d.qvel[body.joint_qvel])
+            d.ctrl[body.joint_actuators] = u[: task.num_joints]
+            d.ctrl[body.pelvis_actuators] = u[task.num_joints :]
+            mujoco.mj_step(m, d)
+        mujoco.mj_forward(m, d)
+        self._frame += 1
+        d.userdata[1] = self._frame
+        n, frame = self._traj, self._frame
+        keypoints = d.site_xpos[t.keypoint_sites]
+        errors = tracking.tracking_errors(
+            d.qpos[t.angle_qpos],
+            t.angles[n, frame],
+            keypoints,
+            t.keypoints[n, frame],
+            (keypoints - keypoints0) / task.dt,
+            t.keypoint_velocity[n, frame],
+            t.pelvis_keypoint,
+            body.height,
+        )
+        reward = float(task.reward(errors, action))
+        finite = bool(np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel)) and np.isfinite(reward))
+        fallen = d.xpos[body.pelvis_body, 2] < c.fall_fraction * t.pelvis_height[n, frame]
+        terminated = bool(fallen or reward < 0 or not finite)
+        truncated = bool(frame + c.future_frames + 2 > t.lengths[n]) and not terminated
+        info = {"trajectory": n, "frame": frame, "angle_error": float(errors.angle),
+                "position_error": float(errors.position), "velocity_error": float(errors.velocity)}  # fmt: skip
+        return self._observation(), reward if finite else 0.0, terminated, truncated, info
+
+    def _observation(self) -> np.ndarray:
+        task, body, c, t, d = self.task, self.task.body, self.task.config, self.task.targets, self.data
+        n, frame = self._traj, self._frame
+        obs = tracking.observation(
+            d.xpos[body.pelvis_body, 2],
+            d.xmat[body.segments].reshape(-1, 3, 3),
+            d.cvel[body.segments, :3],
+            d.qpos[task.non_pelvis_qpos],
+            d.qvel,
+            d.site_xpos[t.keypoint_sites],
+            t.keypoints[n, frame + 1 : frame + 1 + c.future_frames],
+            t.keypoints[n, frame, t.pelvis_keypoint],
+            t.pelvis_keypoint,
+            body.height,
+        )
+        obs = obs + c.observation_noise * self.np_random.standard_normal(obs.shape)
+        return np.nan_to_num(obs).astype(np.float64)

@@ -1,0 +1,164 @@
+"""The MJX gait-imitation environment with brax's ``Env`` interface (``backend='mjx'``).
+
+A body (see :mod:`.body`) follows reference gait: each control step (1/fps s) applies the
+policy's action for ``substeps`` physics steps, advances the reference one frame, and rewards
+tracking (formulas in :mod:`.tracking`). The reference trajectory and frame live in the physics
+state's ``userdata`` so that brax's auto-reset, which restores the first physics state of an
+episode, restores them too.
+
+Episodes start at a random trajectory and frame (joint angles and velocities perturbed by
+``reset_noise``, the body lifted so that no foot is below the floor) and end when the reference
+runs out of frames, the reward turns negative, the pelvis falls below ``fall_fraction`` of the
+reference pelvis height, or the state stops being finite.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax.envs.base import Env, State
+from mujoco import mjx
+
+from . import tracking
+from .config import GaitImitationConfig
+from .task import GaitTask, make_task
+
+
+class GaitImitationEnv(Env):
+    """Brax environment; build with ``GaitImitationEnv(reference=..., **config_fields)`` or from a
+    :class:`.task.GaitTask` (``task=``)."""
+
+    def __init__(self, config: GaitImitationConfig | None = None, reference="synthetic", task: GaitTask | None = None, **overrides):
+        self.task = task if task is not None else make_task(config, reference, **overrides)
+        t, body = self.task.targets, self.task.body
+        self.sys = mjx.put_model(body.mj_model)
+        self._qpos = jnp.asarray(t.qpos)
+        self._qvel = jnp.asarray(t.qvel)
+        self._keypoints = jnp.asarray(t.keypoints)
+        self._kvel = jnp.asarray(t.keypoint_velocity)
+        self._angles = jnp.asarray(t.angles)
+        self._pelvis_height = jnp.asarray(t.pelvis_height)
+        self._lengths = jnp.asarray(t.lengths)
+        self._joint_noise = np.zeros(body.mj_model.nq, bool)
+        self._joint_noise[self.task.non_pelvis_qpos] = True
+        self._foot_radius = jnp.asarray(body.mj_model.geom_size[body.foot_geoms, 0])
+
+    # ------------------------------------------------------------------ brax Env
+    @property
+    def observation_size(self) -> int:
+        return self.task.observation_size
+
+    @property
+    def action_size(self) -> int:
+        return self.task.action_size
+
+    @property
+    def backend(self) -> str:
+        return "mjx"
+
+    @property
+    def dt(self) -> float:
+        return self.task.dt
+
+    def reset(self, rng: jax.Array) -> State:
+        c, body = self.task.config, self.task.body
+        rng, k_traj, k_frame, k_q, k_v, k_obs = jax.random.split(rng, 6)
+        n = jax.random.randint(k_traj, (), 0, self._lengths.shape[0])
+        last_start = self._lengths[n] - c.future_frames - 2
+        frame = jax.random.randint(k_frame, (), 0, last_start + 1)
+        qpos = self._qpos[n, frame]
+        qpos = qpos + jnp.where(self._joint_noise, jax.random.uniform(k_q, qpos.shape, minval=-1, maxval=1), 0.0) * c.reset_noise
+        qvel = self._qvel[n, frame] + jax.random.uniform(k_v, (body.mj_model.nv,), minval=-1, maxval=1) * c.reset_noise
+        data = mjx.make_data(self.sys)
+        data = data.replace(qpos=qpos.astype(data.qpos.dtype), qvel=qvel.astype(data.qvel.dtype))
+        data = mjx.kinematics(self.sys, data)
+        lowest = tracking.lowest_foot_point(data.geom_xpos[body.foot_geoms, 2], self._foot_radius)
+        data = data.replace(
+            qpos=data.qpos.at[self.task.pelvis_ty_qpos].add(jnp.maximum(-lowest, 0.0)),
+            userdata=jnp.stack([n, frame]).astype(data.userdata.dtype),
+        )
+        data = self._kinematics(data)
+        obs = self._observation(data, n, frame, k_obs)
+        zero = jnp.zeros(())
+        metrics = {"angle_error": zero, "position_error": zero, "velocity_error": zero, "frame": frame.astype(zero.dtype)}
+        return State(data, obs, zero, zero, metrics, {"rng": rng})
+
+    def step(self, state: State, action: jax.Array) -> State:
+        task, body, c = self.task, self.task.body, self.task.config
+        data0 = state.pipeline_state
+        keypoints0 = data0.site_xpos[task.targets.keypoint_sites]
+
+        def physics_step(data, _):
+            u = task.controls(action, data.qpos[body.joint_qpos], data.qvel[body.joint_qvel])
+            ctrl = jnp.zeros(body.mj_model.nu, data.ctrl.dtype)
+            ctrl = ctrl.at[body.joint_actuators].set(u[: task.num_joints]).at[body.pelvis_actuators].set(u[task.num_joints :])
+            return mjx.step(self.sys, data.replace(ctrl=ctrl)), None
+
+        data, _ = jax.lax.scan(physics_step, data0, None, length=c.substeps)
+        # mjx.step leaves positions of the state before integration; recompute them for the new state.
+        data = self._kinematics(data)
+        n = data.userdata[0].astype(jnp.int32)
+        frame = data.userdata[1].astype(jnp.int32) + 1
+        data = data.replace(userdata=data.userdata.at[1].add(1))
+        keypoints = data.site_xpos[task.targets.keypoint_sites]
+        errors = tracking.tracking_errors(
+            data.qpos[task.targets.angle_qpos],
+            self._angles[n, frame],
+            keypoints,
+            self._keypoints[n, frame],
+            (keypoints - keypoints0) / task.dt,
+            self._kvel[n, frame],
+            task.targets.pelvis_keypoint,
+            body.height,
+        )
+        reward = task.reward(errors, action)
+        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & jnp.isfinite(reward)
+        fallen = data.xpos[body.pelvis_body, 2] < c.fall_fraction * self._pelvis_height[n, frame]
+        out_of_frames = frame + c.future_frames + 2 > self._lengths[n]
+        done = out_of_frames | fallen | (reward < 0) | ~finite
+        rng, k_obs = jax.random.split(state.info["rng"])
+        obs = self._observation(data, n, frame, k_obs)
+        metrics = {
+            "angle_error": errors.angle,
+            "position_error": errors.position,
+            "velocity_error": errors.velocity,
+            "frame": frame.astype(reward.dtype),
+        }
+        metrics = {k: jnp.nan_to_num(v).astype(state.reward.dtype) for k, v in metrics.items()}
+        info = {**state.info, "rng": rng}
+        return state.replace(
+            pipeline_state=data,
+            obs=obs,
+            reward=jnp.where(finite, reward, 0.0).astype(state.reward.dtype),
+            done=done.astype(state.done.dtype),
+            metrics=metrics,
+            info=info,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _kinematics(self, data):
+        """Body and site poses and body velocities of ``data.qpos, data.qvel``: what the
+        observation and the reward read (a full ``mjx.forward`` would also compile collisions
+        and the constraint solver a second time)."""
+        data = mjx.kinematics(self.sys, data)
+        data = mjx.com_pos(self.sys, data)
+        return mjx.com_vel(self.sys, data)
+
+    def _observation(self, data, n, frame, key) -> jax.Array:
+        task, body, c = self.task, self.task.body, self.task.config
+        future = jax.lax.dynamic_slice_in_dim(self._keypoints[n], frame + 1, c.future_frames, axis=0)
+        obs = tracking.observation(
+            data.xpos[body.pelvis_body, 2],
+            data.xmat[body.segments],
+            data.cvel[body.segments, :3],
+            data.qpos[task.non_pelvis_qpos],
+            data.qvel,
+            data.site_xpos[task.targets.keypoint_sites],
+            future,
+            self._keypoints[n, frame, task.targets.pelvis_keypoint],
+            task.targets.pelvis_keypoint,
+            body.height,
+        )
+        obs = obs + c.observation_noise * jax.random.normal(key, obs.shape, obs.dtype)
+        return jnp.nan_to_num(obs)

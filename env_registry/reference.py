@@ -1,0 +1,224 @@
+"""Reference gait for imitation: many trajectories of coordinates, stacked and padded, and the
+tracking targets (keypoints, angles, velocities) the environments compare the body with.
+
+Sources: an OpenSim .mot file (``converters.mot``), a fit result folder (every .mot inside), or
+:func:`mjx_biomech.synthetic.walking` (``"synthetic"`` or ``"synthetic:N"`` for N people).
+Coordinates are matched to the simulated body by OpenSim name; columns the body lacks (the upper
+body of a lower-body model) are ignored. Files are resampled to the control rate.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from mjx_biomech._io import InputError
+
+from .body import Body
+from .tracking import HALPE_EXCLUDED, KEYPOINT_SET, PELVIS_KEYPOINT, SAGITTAL_COORDINATES
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Trajectories of the body's coordinates at one frame rate.
+
+    Attributes:
+        coords: (N, T, C) rad/m in the body model's coordinate order; frames past a trajectory's
+            length repeat its last frame.
+        lengths: (N,) frames of each trajectory.
+        fps: frames per second.
+        names: (N,) a label per trajectory (file name or "synthetic:<seed>").
+    """
+
+    coords: np.ndarray
+    lengths: np.ndarray
+    fps: float
+    names: tuple[str, ...]
+
+    @property
+    def num_trajectories(self) -> int:
+        return int(self.coords.shape[0])
+
+    def select(self, indices) -> Reference:
+        """The trajectories at ``indices`` (e.g. a held-out split)."""
+        idx = np.atleast_1d(np.asarray(indices, dtype=int))
+        return Reference(self.coords[idx], self.lengths[idx], self.fps, tuple(self.names[i] for i in idx))
+
+
+def stack(trajectories: list[np.ndarray], fps: float, names: list[str] | None = None) -> Reference:
+    """Stack (T_i, C) trajectories into a padded :class:`Reference`."""
+    if not trajectories:
+        raise InputError("reference: no trajectories given")
+    c = trajectories[0].shape[1]
+    for i, t in enumerate(trajectories):
+        if t.ndim != 2 or t.shape[1] != c or t.shape[0] < 1:
+            raise InputError(f"reference: trajectory {i} has shape {t.shape}; expected (frames ≥ 1, {c})")
+    lengths = np.array([len(t) for t in trajectories], dtype=int)
+    coords = np.stack([np.concatenate([t, np.repeat(t[-1:], lengths.max() - len(t), axis=0)]) for t in trajectories])
+    names = names or [f"trajectory_{i}" for i in range(len(trajectories))]
+    return Reference(coords.astype(float), lengths, float(fps), tuple(names))
+
+
+def _match_columns(body: Body, names: tuple[str, ...], values: np.ndarray, source: str) -> np.ndarray:
+    model = body.model
+    index = {n: i for i, n in enumerate(names)}
+    missing = [c for c in model.coordinate_names if c not in index]
+    if missing:
+        raise InputError(f"{source}: no columns for the body's coordinates {missing}")
+    return values[:, [index[c] for c in model.coordinate_names]]
+
+
+def _resample(times: np.ndarray, values: np.ndarray, fps: float) -> np.ndarray:
+    grid = times[0] + np.arange(int(np.floor((times[-1] - times[0]) * fps + 1e-9)) + 1) / fps
+    return np.stack([np.interp(grid, times, values[:, j]) for j in range(values.shape[1])], axis=1)
+
+
+def from_mot(paths, body: Body, fps: float) -> Reference:
+    """One trajectory per .mot/.sto file, resampled to ``fps`` (linear interpolation)."""
+    from converters import mot
+
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    rotational = [n for n, m in zip(body.model.coordinate_names, body.model.coordinate_motion) if m == "rotational"]
+    trajectories = []
+    for path in paths:
+        table = mot.read_mot(path)
+        table = table.to_internal([n for n in table.names if n in rotational])
+        trajectories.append(_resample(table.times, _match_columns(body, table.names, table.values, str(path)), fps))
+    return stack(trajectories, fps, [p.name for p in paths])
+
+
+def from_fit_folder(folder, body: Body, fps: float) -> Reference:
+    """Every .mot file in a fit result folder (``mjx-biomech fit`` writes ``<trial>.mot``)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.mot"))
+    if not files:
+        raise InputError(f"{folder}: no .mot file in this fit result folder")
+    return from_mot(files, body, fps)
+
+
+def synthetic(body: Body, fps: float, num: int = 4, duration: float = 4.0, speed: float = 1.3) -> Reference:
+    """``num`` synthetic walks (seeds 0…num−1: people whose joint curves differ by a few percent)."""
+    from mjx_biomech import synthetic as synth
+
+    trajectories = []
+    for seed in range(num):
+        _, coords = synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=seed)
+        trajectories.append(coords)
+    return stack(trajectories, fps, [f"synthetic:{s}" for s in range(num)])
+
+
+def load_reference(source, body: Body, fps: float) -> Reference:
+    """A :class:`Reference` from ``"synthetic"``, ``"synthetic:N"``, a .mot/.sto file or a fit folder."""
+    if isinstance(source, Reference):
+        return source
+    if isinstance(source, str) and source.split(":")[0] == "synthetic":
+        parts = source.split(":")
+        try:
+            num = int(parts[1]) if len(parts) > 1 else 4
+        except ValueError:
+            raise InputError(f"reference: {source!r}; expected 'synthetic' or 'synthetic:N' with N an integer") from None
+        return synthetic(body, fps, num)
+    path = Path(source)
+    if path.is_dir():
+        return from_fit_folder(path, body, fps)
+    if path.suffix.lower() in (".mot", ".sto") and path.exists():
+        return from_mot(path, body, fps)
+    raise InputError(f"reference: {source!r} is not 'synthetic[:N]', an existing .mot/.sto file or a fit result folder")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the environments track, per trajectory and frame (N, T, ...), computed with MuJoCo's
+    C engine on the simulation model.
+
+    Attributes:
+        qpos (N, T, nq), qvel (N, T, nv): state of the reference (velocities by backward differences).
+        keypoints (N, T, K, 3) m and keypoint_velocity (N, T, K, 3) m/s (backward differences).
+        angles (N, T, J_a): sagittal joint angles, rad.
+        pelvis_height (N, T): height of the pelvis body origin, m.
+        lengths (N,): valid frames per trajectory.
+        keypoint_names (K,), keypoint_sites (K,) site ids, pelvis_keypoint: index of the pelvis in K.
+        angle_qpos (J_a,): qpos addresses of the sagittal joints.
+    """
+
+    qpos: np.ndarray
+    qvel: np.ndarray
+    keypoints: np.ndarray
+    keypoint_velocity: np.ndarray
+    angles: np.ndarray
+    pelvis_height: np.ndarray
+    lengths: np.ndarray
+    keypoint_names: tuple[str, ...]
+    keypoint_sites: np.ndarray
+    pelvis_keypoint: int
+    angle_qpos: np.ndarray
+
+
+def keypoint_table(body: Body) -> tuple[tuple[str, ...], np.ndarray, int]:
+    """(names, site ids, pelvis index) of the 23 tracked keypoints (HALPE-26 without nose and eyes)."""
+    model = body.model
+    if KEYPOINT_SET not in model.marker_sets:
+        raise InputError(f"model: {body.name} has no {KEYPOINT_SET} marker set; its sets are {sorted(model.marker_sets)}")
+    names = tuple(n for n in model.marker_names(KEYPOINT_SET) if n not in HALPE_EXCLUDED)
+    table = model.marker_sets[KEYPOINT_SET]
+    sites = np.array([model.site_names.index(table[n]) for n in names], dtype=int)
+    return names, sites, names.index(PELVIS_KEYPOINT)
+
+
+def targets(reference: Reference, body: Body, future_frames: int) -> Targets:
+    """Tracking targets of ``reference`` on ``body``; every trajectory must have at least
+    ``future_frames + 2`` frames (a start, one step, F frames ahead)."""
+    need = future_frames + 2
+    short = [(reference.names[i], int(n)) for i, n in enumerate(reference.lengths) if n < need]
+    if short:
+        raise InputError(
+            f"reference: trajectories {short} (name, frames) are too short; with future_frames={future_frames} "
+            f"each needs at least {need} frames"
+        )
+    if reference.coords.shape[-1] != body.model.num_coordinates:
+        raise InputError(
+            f"reference: {reference.coords.shape[-1]} coordinates per frame; the body has {body.model.num_coordinates}"
+        )
+    import jax
+
+    model = body.model
+    params = model.default_params()
+    n, t, c = reference.coords.shape
+    qpos = np.asarray(jax.vmap(lambda q: model.coords_to_qpos(q, params))(reference.coords.reshape(n * t, c)))
+    names, sites, pelvis = keypoint_table(body)
+    m = body.mj_model
+    d = mujoco.MjData(m)
+    keypoints = np.empty((n * t, len(sites), 3))
+    pelvis_height = np.empty(n * t)
+    for i, q in enumerate(qpos):
+        d.qpos[:] = q
+        mujoco.mj_kinematics(m, d)
+        keypoints[i] = d.site_xpos[sites]
+        pelvis_height[i] = d.xpos[body.pelvis_body, 2]
+    qpos = qpos.reshape(n, t, -1)
+    keypoints = keypoints.reshape(n, t, len(sites), 3)
+    qvel = np.empty((n, t, m.nv))
+    for i in range(n):
+        for k in range(t):
+            mujoco.mj_differentiatePos(m, qvel[i, k], 1.0 / reference.fps, qpos[i, max(k - 1, 0)], qpos[i, k])
+    qvel[:, 0] = qvel[:, 1]
+    kvel = np.diff(keypoints, axis=1, prepend=keypoints[:, :1]) * reference.fps
+    kvel[:, 0] = kvel[:, 1]
+    angle_qpos = np.array([m.jnt_qposadr[m.joint(name).id] for name in SAGITTAL_COORDINATES], dtype=int)
+    return Targets(
+        qpos=qpos,
+        qvel=qvel,
+        keypoints=keypoints,
+        keypoint_velocity=kvel,
+        angles=qpos[..., angle_qpos],
+        pelvis_height=pelvis_height.reshape(n, t),
+        lengths=reference.lengths.copy(),
+        keypoint_names=names,
+        keypoint_sites=sites,
+        pelvis_keypoint=pelvis,
+        angle_qpos=angle_qpos,
+    )

@@ -1,0 +1,107 @@
+"""A gait-imitation task: configuration, simulated body, reference and tracking targets, built once
+and shared by the MJX (brax) and the MuJoCo-C (gymnasium) environments."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from mjx_biomech._io import InputError
+
+from . import tracking
+from .body import Body, build_body
+from .config import GaitImitationConfig
+from .reference import Reference, Targets, load_reference, targets
+
+
+@dataclass(frozen=True)
+class GaitTask:
+    """Everything an environment needs, as NumPy arrays (see :class:`.reference.Targets`)."""
+
+    config: GaitImitationConfig
+    body: Body
+    reference: Reference
+    targets: Targets
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.body.joint_actuators.size)
+
+    @property
+    def action_size(self) -> int:
+        j = self.num_joints
+        return (2 * j if self.config.control == "pd" else j) + 6
+
+    @property
+    def observation_size(self) -> int:
+        m = self.body.mj_model
+        k = len(self.targets.keypoint_names)
+        return 1 + 9 * len(self.body.segments) + (m.nq - 6) + m.nv + 3 * k + 3 * k * self.config.future_frames
+
+    @property
+    def non_pelvis_qpos(self) -> np.ndarray:
+        """qpos addresses of every joint but the pelvis's six coordinates (observed as is)."""
+        m = self.body.mj_model
+        pelvis = {m.jnt_qposadr[m.joint(c).id] for c in ("pelvis_tx", "pelvis_ty", "pelvis_tz", "pelvis_tilt", "pelvis_list", "pelvis_rotation")}
+        return np.array([i for i in range(m.nq) if i not in pelvis], dtype=int)
+
+    @property
+    def pelvis_ty_qpos(self) -> int:
+        m = self.body.mj_model
+        return int(m.jnt_qposadr[m.joint("pelvis_ty").id])
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.config.fps
+
+    def reward(self, errors: tracking.Errors, action):
+        c = self.config
+        if c.reward == "exp":
+            return tracking.exp_reward(errors, c.exp_alpha_angle, c.exp_alpha_position, c.exp_alpha_velocity)
+        return tracking.mse_reward(
+            errors,
+            action,
+            n_angles=len(tracking.SAGITTAL_COORDINATES),
+            n_keypoints=len(self.targets.keypoint_names),
+            alpha0=c.mse_alpha0,
+            alpha_angle=c.mse_alpha_angle,
+            alpha_position=c.mse_alpha_position,
+            alpha_velocity=c.mse_alpha_velocity,
+            beta=c.mse_beta,
+        )
+
+    def controls(self, action, q, qdot):
+        """(J + 6,) motor controls (joint motors, then pelvis motors) from the policy's action."""
+        c = self.config
+        if c.control == "pd":
+            return tracking.pd_control(action, q, qdot, self.body.joint_range, self.body.gear, c.kp_max, c.damping_time)
+        return tracking.torque_control(action, self.num_joints)
+
+
+def make_task(config: GaitImitationConfig | None = None, reference="synthetic", **overrides) -> GaitTask:
+    """Build a task: ``overrides`` replace fields of ``config`` (e.g. ``future_frames=2``);
+    ``reference`` is anything :func:`.reference.load_reference` takes, or a :class:`Reference`."""
+    config = config or GaitImitationConfig()
+    if overrides:
+        known = {f.name for f in dataclasses.fields(GaitImitationConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InputError(f"environment arguments: unknown {unknown}; expected 'reference', 'config' or some of {sorted(known)}")
+        config = dataclasses.replace(config, **overrides)
+    body = build_body(
+        config.model,
+        fps=config.fps,
+        substeps=config.substeps,
+        residual_force=config.residual_force,
+        residual_torque=config.residual_torque,
+        solver_iterations=config.solver_iterations,
+    )
+    missing = [n for n in tracking.SAGITTAL_COORDINATES if n not in body.model.coordinate_names]
+    if missing:
+        raise InputError(f"model: {config.model}: the tracked sagittal coordinates {missing} are not in the model")
+    ref = load_reference(reference, body, config.fps)
+    if abs(ref.fps - config.fps) > 1e-9:
+        raise InputError(f"reference: {ref.fps} frames/s; the environment runs at fps={config.fps}")
+    return GaitTask(config, body, ref, targets(ref, body, config.future_frames))

@@ -1,0 +1,187 @@
+"""Observation, reward and control of gait imitation, shared by the MJX and the MuJoCo-C environments.
+
+Every function takes NumPy or JAX arrays and computes with the matching module (``jnp`` as soon
+as one argument is a JAX array or tracer), so the brax environment and the gymnasium environment
+run the same arithmetic.
+
+Notation (one control step, frame t of the reference, h the standing height in m):
+
+- sagittal joint angles ``a`` (hip flexion, knee angle, ankle angle, both sides; rad) and their
+  reference ``â``;
+- keypoints ``x_k`` (K = 23 by default, world frame, m), the pelvis keypoint ``x_p``, their
+  world velocities ``ẋ_k`` (m/s, change over the control step), and the reference ``x̂, x̂_p, ẋ̂``.
+
+Tracking errors (sums of squares; positions and velocities divided by h):
+
+    e_a = Σ_j (a_j − â_j)²
+    e_x = Σ_k ‖(x_k − x_p) − (x̂_k − x̂_p)‖² / h²
+    e_ẋ = Σ_k ‖ẋ_k − ẋ̂_k‖² / h²
+
+Exp form (default α_a = 5, α_x = 2.5, α_ẋ = 0.17; between 0 and 3):
+
+    r = exp(−α_a e_a) + exp(−α_x e_x) + exp(−α_ẋ e_ẋ)
+
+MSE form (default α0 = 8, α_a = 2.5, α_x = 3.9, α_ẋ = 20, β = 0.005), on mean squared errors
+(the sums above divided by the number of angles J_a, of keypoints K, and of keypoints K) and the
+action u (its components in [−1, 1]):
+
+    r = α0 − α_a e_a / J_a − α_x e_x / K − α_ẋ e_ẋ / K − β Σ_i u_i²
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The paper's 23 keypoints: HALPE-26 without the nose and eyes (the three points a lower-body
+# model tracks worst and a side camera sees least), in HALPE order.
+HALPE_EXCLUDED = ("Nose", "LEye", "REye")
+KEYPOINT_SET = "halpe26"
+PELVIS_KEYPOINT = "Hip"
+SAGITTAL_COORDINATES = ("hip_flexion_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "knee_angle_l", "ankle_angle_l")
+
+
+def _xp(*arrays):
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+class Errors(NamedTuple):
+    """The three tracking errors (see the module docstring): angle (rad²), position and velocity
+    (dimensionless, divided by h²), each a sum over its elements."""
+
+    angle: object
+    position: object
+    velocity: object
+
+
+def tracking_errors(angles, ref_angles, keypoints, ref_keypoints, velocity, ref_velocity, pelvis: int, height: float) -> Errors:
+    """Errors of a pose against its reference.
+
+    Args:
+        angles, ref_angles: (J_a,) sagittal joint angles, rad.
+        keypoints, ref_keypoints: (K, 3) world positions, m; ``pelvis`` indexes the pelvis keypoint.
+        velocity, ref_velocity: (K, 3) world velocities, m/s.
+        height: standing height, m.
+    """
+    xp = _xp(angles, keypoints, velocity)
+    rel = keypoints - keypoints[pelvis]
+    ref_rel = ref_keypoints - ref_keypoints[pelvis]
+    return Errors(
+        angle=xp.sum((angles - ref_angles) ** 2),
+        position=xp.sum((rel - ref_rel) ** 2) / height**2,
+        velocity=xp.sum((velocity - ref_velocity) ** 2) / height**2,
+    )
+
+
+def exp_reward(errors: Errors, alpha_angle: float = 5.0, alpha_position: float = 2.5, alpha_velocity: float = 0.17):
+    """The exp-form reward (module docstring)."""
+    xp = _xp(*errors)
+    return (
+        xp.exp(-alpha_angle * errors.angle)
+        + xp.exp(-alpha_position * errors.position)
+        + xp.exp(-alpha_velocity * errors.velocity)
+    )
+
+
+def mse_reward(
+    errors: Errors,
+    action,
+    n_angles: int,
+    n_keypoints: int,
+    alpha0: float = 8.0,
+    alpha_angle: float = 2.5,
+    alpha_position: float = 3.9,
+    alpha_velocity: float = 20.0,
+    beta: float = 0.005,
+):
+    """The MSE-form reward (module docstring); ``action`` is the (A,) policy output."""
+    xp = _xp(*errors, action)
+    return (
+        alpha0
+        - alpha_angle * errors.angle / n_angles
+        - alpha_position * errors.position / n_keypoints
+        - alpha_velocity * errors.velocity / n_keypoints
+        - beta * xp.sum(action**2)
+    )
+
+
+def observation(
+    pelvis_height,
+    segment_xmat,
+    segment_angvel,
+    joint_qpos,
+    qvel,
+    keypoints,
+    future_keypoints,
+    ref_pelvis,
+    pelvis: int,
+    height: float,
+):
+    """The observation vector.
+
+    Args:
+        pelvis_height: pelvis origin height above the floor, m.
+        segment_xmat: (S, 3, 3) world orientations of the moving segments.
+        segment_angvel: (S, 3) their world angular velocities, rad/s.
+        joint_qpos: (Q,) joint positions other than the pelvis's 6 coordinates.
+        qvel: (V,) all generalised velocities.
+        keypoints: (K, 3) current keypoints, m; ``pelvis`` indexes the pelvis keypoint.
+        future_keypoints: (F, K, 3) the next F reference frames' keypoints, m.
+        ref_pelvis: (3,) the reference pelvis keypoint at the current frame, m.
+        height: standing height, m.
+
+    Returns:
+        (1 + 9S + Q + V + 3K + 3FK,): pelvis height / h; the first two columns of every segment's
+        orientation (6 each) and its angular velocity (3 each); joint positions; velocities;
+        current keypoints relative to the pelvis / h; future reference keypoints relative to the
+        current reference pelvis / h.
+    """
+    xp = _xp(segment_xmat, keypoints, future_keypoints)
+    s = segment_xmat.shape[0]
+    return xp.concatenate(
+        [
+            xp.reshape(pelvis_height / height, (1,)),
+            xp.reshape(segment_xmat[:, :, :2], (s * 6,)),
+            xp.reshape(segment_angvel, (s * 3,)),
+            joint_qpos,
+            qvel,
+            xp.reshape((keypoints - keypoints[pelvis]) / height, (-1,)),
+            xp.reshape((future_keypoints - ref_pelvis) / height, (-1,)),
+        ]
+    )
+
+
+def torque_control(action, n_joints: int):
+    """Direct control: the action is the (J + 6,) motor controls (joint torques, then the pelvis
+    residual wrench), clipped into [−1, 1]."""
+    xp = _xp(action)
+    return xp.clip(action, -1.0, 1.0)
+
+
+def pd_control(action, q, qdot, joint_range, gear, kp_max: float, damping_ratio_time: float):
+    """PD control: the action is (2J + 6,): setpoints, gains, pelvis residual wrench, each in [−1, 1].
+
+    Setpoint q* = mid + a·half-range of each joint's range; stiffness kp = kp_max·(g + 1)/2 (N·m/rad);
+    damping kd = kp·``damping_ratio_time`` (s). Torque τ = kp (q* − q) − kd q̇, sent to the motors as
+    τ / gear clipped into [−1, 1]; the residual wrench is passed through.
+
+    Args:
+        q, qdot: (J,) joint positions and velocities; joint_range (J, 2); gear (J,).
+    """
+    xp = _xp(action, q, qdot)
+    action = xp.clip(action, -1.0, 1.0)
+    n = q.shape[0]
+    lo, hi = joint_range[:, 0], joint_range[:, 1]
+    target = (lo + hi) / 2 + action[:n] * (hi - lo) / 2
+    kp = kp_max * (action[n : 2 * n] + 1.0) / 2
+    torque = kp * (target - q) - kp * damping_ratio_time * qdot
+    return xp.concatenate([xp.clip(torque / gear, -1.0, 1.0), action[2 * n :]])
+
+
+def lowest_foot_point(geom_z, geom_radius):
+    """Height (m) of the lowest point of the foot contact spheres (centres (G,) m, radii (G,) m)."""
+    xp = _xp(geom_z)
+    return xp.min(geom_z - geom_radius)

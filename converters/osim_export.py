@@ -62,7 +62,8 @@ def _children(el: ET.Element | None, path: str) -> list[ET.Element]:
 
 
 def _source(model) -> Path:
-    source = Path(model.metadata["opensim"]["source"])
+    section = model.metadata["opensim"]
+    source = Path(section["source"])
     if not source.is_file():
         raise InputError(f"{source}: the .osim this model was converted from is missing")
     if hashlib.sha256(source.read_bytes()).hexdigest() != section.get("sha256"):

@@ -121,13 +121,12 @@ def _transform(rotation: np.ndarray, translation) -> np.ndarray:
 
 def _xyz_body_fixed(rotation: np.ndarray) -> np.ndarray:
     """Angles (a, b, c) with ``rotation = Rx(a) Ry(b) Rz(c)``: OpenSim's frame ``orientation``."""
-    b = np.arcsin(np.clip(rotation[0, 2], -1.0, 1.0))
-    if abs(rotation[0, 2]) < 1.0 - 1e-12:
-        a = np.arctan2(-rotation[1, 2], rotation[2, 2])
-        c = np.arctan2(-rotation[0, 1], rotation[0, 0])
-    else:  # gimbal lock: only a + c (or a - c) is defined
-        a, c = np.arctan2(rotation[2, 1], rotation[1, 1]), 0.0
-    return np.array([a, b, c])
+    cos_b = np.hypot(rotation[0, 0], rotation[0, 1])
+    b = np.arctan2(rotation[0, 2], cos_b)
+    if cos_b > 1e-12:
+        return np.array([np.arctan2(-rotation[1, 2], rotation[2, 2]), b, np.arctan2(-rotation[0, 1], rotation[0, 0])])
+    # Gimbal lock (b = ±90°): only a ± c is defined; take c = 0.
+    return np.array([np.arctan2(rotation[2, 1], rotation[1, 1]), b, 0.0])
 
 
 def _independent(axes: list[np.ndarray], axis: np.ndarray) -> bool:
@@ -135,16 +134,12 @@ def _independent(axes: list[np.ndarray], axis: np.ndarray) -> bool:
 
 
 def _fill_axes(used: list[np.ndarray]) -> list[np.ndarray]:
-    """``used`` completed to three independent directions with coordinate axes (for Constant-0 axes)."""
+    """``used`` completed to three independent directions by coordinate axes (for Constant-0 axes)."""
     axes = list(used)
     while len(axes) < 3:
-        basis = np.array(axes).reshape(-1, 3)
-        def residual(e):
-            if not len(basis):
-                return 1.0
-            q, _ = np.linalg.qr(basis.T)
-            return np.linalg.norm(e - q @ (q.T @ e))
-        axes.append(max(np.eye(3), key=residual))
+        basis = np.linalg.qr(np.array(axes).T)[0] if axes else np.zeros((3, 0))
+        # The coordinate axis farthest from the span of those already chosen.
+        axes.append(max(np.eye(3), key=lambda e: np.linalg.norm(e - basis @ (basis.T @ e))))
     return axes
 
 
@@ -265,7 +260,7 @@ class _Builder:
             if c.kind in ("free", "ball"):
                 raise InputError(f"{self.source}: coordinate {c.name!r} belongs to a {c.kind} joint; its rotation vector has "
                                  "no exact OpenSim CustomJoint form (model the joint with hinges and slides)")
-        self.coordinates = {c.name: c for c in model.coordinates}
+        self.ranges = {c.name: (c.range, c.default) for c in model.coordinates}
         self.owner: dict[str, str] = {}
         self.coupled: list[tuple[str, str, dict]] = []
         self.coupled_names: dict[tuple[str, str, str], str] = {}
@@ -376,12 +371,13 @@ class _Builder:
         k = 2
         while name in self.names.get("coordinate", ()):
             name, k = f"{source}_in_{run.name}_{k}", k + 1
-        c = self.coordinates.get(source)
-        lo, hi = np.clip(c.range, -10.0, 10.0) if c is not None else (-1.0, 1.0)
-        values = functions.build(fn, np)(np.linspace(lo, hi, 201))
-        default = float(functions.build(fn, np)(np.float64(c.default if c is not None else 0.0)))
+        # Range and default: the function's over its input's (informative only: couplers are unclamped).
+        (lo, hi), default = self.ranges[source]
+        f = functions.build(fn, np)
+        values = f(np.linspace(max(lo, -10.0), min(hi, 10.0), 201))
+        self.ranges[name] = (float(np.min(values)), float(np.max(values))), float(f(np.float64(default)))
         self.joint_coordinates.setdefault(run.name, []).append(
-            self.coordinate_xml(name, default, float(np.min(values)), float(np.max(values)), False, False))
+            self.coordinate_xml(name, self.ranges[name][1], *self.ranges[name][0], False, False))
         self.coupled.append((name, source, fn))
         self.owner[name] = run.name
         self.coupled_names[key] = name
@@ -412,7 +408,7 @@ class _Builder:
     def build(self) -> OsimBuild:
         m = self.m
         root = ET.Element("OpenSimDocument", Version="40600")
-        model_el = ET.SubElement(root, "Model", name=_INVALID_NAME.sub("_", self.model.spec.modelname) or "model")
+        model_el = ET.SubElement(root, "Model", name=_INVALID_NAME.sub("_", m.names.split(b"\0", 1)[0].decode()) or "model")
         ET.SubElement(model_el, "gravity").text = _num(GROUND_TO_WORLD.T @ m.opt.gravity)
         ET.SubElement(model_el, "Ground", name="ground")
         bodyset = ET.SubElement(ET.SubElement(model_el, "BodySet", name="bodyset"), "objects")

@@ -178,7 +178,8 @@ def test_opensim_inverse_kinematics_on_synthetic_trc_recovers_the_coordinates(bu
 
 # A plain MJCF (no metadata) with what the bundled model lacks: a slide after a hinge, four
 # hinges in a row, hinge anchors, a joint reference angle, a slide driven by a joint equality,
-# a body without joints, a site on the world body and a full inertia matrix.
+# a body without joints turned to gimbal lock of the XYZ angles (Y by 90 degrees), a site on
+# the world body and a full inertia matrix.
 PLAIN_MJCF = """
 <mujoco>
   <compiler angle="radian"/>
@@ -198,7 +199,7 @@ PLAIN_MJCF = """
         <joint name="b_h" type="hinge" axis="0 0 1" ref="0.2" range="-0.8 1.2"/>
         <joint name="b_s" type="slide" axis="0 1 0"/>
         <site name="b_site" pos="0.05 -0.2 0.02"/>
-        <body name="c" pos="0.1 -0.3 0" euler="0.1 0.2 0.3">
+        <body name="c" pos="0.1 -0.3 0" euler="0.3 1.5707963267948966 0.2">
           <inertial pos="0 0 0" mass="0.5" diaginertia="0.001 0.001 0.001"/>
           <site name="c_site" pos="0 0.05 0.1"/>
         </body>

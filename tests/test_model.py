@@ -19,11 +19,23 @@ def random_person(model, rng, scale=(0.8, 1.2), offset=0.03):
     )
 
 
+_COMPILED = {}
+
+
+def batched(model):
+    """Jitted (markers, coords_to_qpos) over frames, compiled once per model."""
+    if id(model) not in _COMPILED:
+        _COMPILED[id(model)] = (
+            jax.jit(jax.vmap(model.markers, in_axes=(0, None))),
+            jax.jit(jax.vmap(model.coords_to_qpos, in_axes=(0, None))),
+        )
+    return _COMPILED[id(model)]
+
+
 def max_marker_error_vs_mujoco(model, params, poses, seed):
     static = model.to_mujoco(params)
     data = mujoco.MjData(static)
-    markers = jax.jit(jax.vmap(model.markers, in_axes=(0, None)))
-    to_qpos = jax.jit(jax.vmap(model.coords_to_qpos, in_axes=(0, None)))
+    markers, to_qpos = batched(model)
     coords = mb.sample_coordinates(model, jax.random.PRNGKey(seed), poses)
     ours = np.asarray(markers(coords, params))
     qpos = np.asarray(to_qpos(coords, params))

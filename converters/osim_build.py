@@ -408,7 +408,8 @@ class _Builder:
     def build(self) -> OsimBuild:
         m = self.m
         root = ET.Element("OpenSimDocument", Version="40600")
-        model_el = ET.SubElement(root, "Model", name=_INVALID_NAME.sub("_", m.names.split(b"\0", 1)[0].decode()) or "model")
+        model_name = m.names.split(b"\0", 1)[0].decode()  # MuJoCo stores the model's name first
+        model_el = ET.SubElement(root, "Model", name=_INVALID_NAME.sub("_", model_name) or "model")
         ET.SubElement(model_el, "gravity").text = _num(GROUND_TO_WORLD.T @ m.opt.gravity)
         ET.SubElement(model_el, "Ground", name="ground")
         bodyset = ET.SubElement(ET.SubElement(model_el, "BodySet", name="bodyset"), "objects")
@@ -431,8 +432,9 @@ class _Builder:
             parent_path, x_parent = frame[int(m.body_parentid[b])]
             x_start = x_parent @ _transform(_rot(m.body_quat[b]), self.body_pos[b])
             names = [f"{body}_link{k}" for k in range(len(runs) - 1)] + [body]
+            where = f"body {m.body(b).name!r}"
             for link in names:
-                self.unique("body", link, f"body {m.body(b).name!r}")
+                self.unique("body", link, where)
                 el = ET.SubElement(bodyset, "Body", name=link)
                 mass, inertia = self.mass_inertia[b] if link == body else (0.0, np.zeros((3, 3)))
                 ET.SubElement(el, "mass").text = _num([mass])
@@ -440,17 +442,18 @@ class _Builder:
                 ET.SubElement(el, "inertia").text = _num([inertia[0, 0], inertia[1, 1], inertia[2, 2],
                                                           inertia[0, 1], inertia[0, 2], inertia[1, 2]])
             if not runs:
-                jointset.append(self.joint_xml("WeldJoint", self.unique("joint", f"{body}_joint", f"body {m.body(b).name!r}"), parent_path, x_start, f"/bodyset/{body}",
-                                               np.eye(4), None))
+                weld = self.unique("joint", f"{body}_joint", where)
+                jointset.append(self.joint_xml("WeldJoint", weld, parent_path, x_start, f"/bodyset/{body}", np.eye(4), None))
             for k, run in enumerate(runs):
                 anchor = _transform(np.eye(3), run.anchor)
-                jointset.append(self.joint_xml("CustomJoint", self.unique("joint", run.name, f"body {m.body(b).name!r}"),
+                jointset.append(self.joint_xml("CustomJoint", self.unique("joint", run.name, where),
                                                parent_path, x_start @ anchor, f"/bodyset/{names[k]}", anchor, run))
                 parent_path, x_start = f"/bodyset/{names[k]}", np.eye(4)
             frame[b] = (f"/bodyset/{body}", np.eye(4))
 
         for name, source, fn in self.coupled:
-            el = ET.SubElement(constraints, "CoordinateCouplerConstraint", name=self.unique("constraint", f"{name}_coupler", "coupler"))
+            coupler = self.unique("constraint", f"{name}_coupler", f"coupler of {name!r}")
+            el = ET.SubElement(constraints, "CoordinateCouplerConstraint", name=coupler)
             holder = ET.SubElement(el, "coupled_coordinates_function")
             holder.append(_function_xml(fn, None))
             ET.SubElement(el, "independent_coordinate_names").text = source

@@ -65,7 +65,8 @@ def _source(model) -> Path:
     section = model.metadata["opensim"]
     source = Path(section["source"])
     if not source.is_file():
-        raise InputError(f"{source}: the .osim this model was converted from is missing")
+        raise InputError(f"{source}: the .osim this model was converted from is missing "
+                         "(converters.osim_build.export builds one from the MuJoCo model instead)")
     if hashlib.sha256(source.read_bytes()).hexdigest() != section.get("sha256"):
         raise InputError(f"{source}: the .osim changed after the model was converted from it; convert it again")
     return source

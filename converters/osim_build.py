@@ -4,9 +4,9 @@ Lengths, masses and inertias are those of the person's statically scaled MuJoCo 
 (``model.to_mujoco(params)``), computed in float64 by the same rule (:mod:`mjx_biomech.scaling`:
 positions in a body times its scale, mass by ``s_x s_y s_z``, inertia from the scaled second
 moment); dependent joints follow the core's rule (translational outputs times the parent
-body's scale along the axis). The XML is written
-directly (no ``opensim`` install is needed to export) and OpenSim 4.6 loads it with markers
-that agree with ``model.markers`` to float precision.
+body's scale along the axis). The XML is written directly (no ``opensim`` install is needed to
+export), and OpenSim 4.6 loads it with markers that agree with ``model.markers`` to float
+precision (tests/test_osim_export.py).
 
 What is mapped:
 
@@ -26,9 +26,8 @@ What is mapped:
 - Coordinates keep their names, ranges, defaults, locks. They are clamped to their ranges only
   when asked (``clamp=True``, for limited MuJoCo joints): OpenSim's InverseKinematicsTool stops
   millimetres off exact marker data on a model with clamped coordinates (its bounded assembler
-  does not converge), and to exactly the data without them.
-  A joint displacement is ``qpos - qpos0`` as in MuJoCo, so a coordinate drives its axis with
-  ``LinearFunction(1, -qpos0)``.
+  does not converge), and to exactly the data without them. A joint displacement is
+  ``qpos - qpos0`` as in MuJoCo, so a coordinate drives its axis with ``LinearFunction(1, -qpos0)``.
 - Dependent joints (metadata ``dependent_joints``, or joint equalities of a plain MJCF read
   as polynomials) become axes driven by the matching OpenSim function (``Constant``,
   ``LinearFunction``, ``PolynomialFunction``, ``PiecewiseLinearFunction``, ``SimmSpline`` for
@@ -43,8 +42,8 @@ What is mapped:
 What is refused (:class:`mjx_biomech._io.InputError`): free and ball joints (their
 rotation-vector coordinates have no exact CustomJoint form; give the model hinges and slides),
 a coordinate that drives only stages of composite functions, and names that collide after the
-mapping. Not exported: geoms (OpenSim draws no contact or display geometry from this file),
-actuators, tendons, contacts and equalities other than joint couplings.
+mapping. Not exported: geoms (so OpenSim shows no bones, only frames and markers), actuators,
+tendons, contacts, and equalities other than joint couplings.
 """
 
 from __future__ import annotations

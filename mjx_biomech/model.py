@@ -427,10 +427,18 @@ class BiomechModel:
 
     # ----------------------------------------------------------------- static twin
     def to_mujoco(self, params: BodyParams | None = None, total_mass: float | None = None) -> mujoco.MjModel:
-        """A statically scaled ``MjModel`` compiled from an ``MjSpec`` (see :mod:`mjx_biomech.scaling`)."""
+        """A statically scaled ``MjModel`` compiled from an ``MjSpec`` (see :mod:`mjx_biomech.scaling`).
+
+        A model loaded from a compiled ``MjModel`` has no spec; its copy is scaled field by
+        field by the same rules and MuJoCo's ``mj_setConst`` recomputes the derived constants.
+        ``total_mass`` (kg) rescales every mass and inertia after geometric scaling.
+        """
         from mjx_biomech import scaling
 
-        return scaling.scaled_spec(self, self.default_params() if params is None else params, total_mass).compile()
+        params = self.default_params() if params is None else params
+        if self.spec is None:
+            return scaling.scaled_compiled_model(self, params, total_mass)
+        return scaling.scaled_spec(self, params, total_mass).compile()
 
     def to_mjcf(self, params: BodyParams | None, path: str | os.PathLike, total_mass: float | None = None) -> Path:
         """Write the statically scaled model as MJCF (atomically); returns the path."""

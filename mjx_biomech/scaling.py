@@ -52,6 +52,21 @@ def scaled_inertia(mass: float, inertia: np.ndarray, iquat: np.ndarray, s: np.nd
     return mass * det, np.trace(scaled_moment) * np.eye(3) - scaled_moment
 
 
+def principal_inertia(inertia: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Principal moments (3,) and the quaternion of their axes for a (3, 3) inertia matrix.
+
+    Rod-like bodies sit exactly on the triangle inequality; the eigen-decomposition's round-off
+    must not push them across it, or MuJoCo's compiler would "balance" them into a sphere.
+    """
+    moments, axes = np.linalg.eigh(inertia)
+    if np.linalg.det(axes) < 0:
+        axes[:, 0] = -axes[:, 0]
+    moments[2] = min(moments[2], moments[0] + moments[1])
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, axes.reshape(-1))
+    return moments, quat
+
+
 def _axis_scales(quat, s: np.ndarray) -> np.ndarray:
     """(3,) how much each axis of a frame (orientation ``quat`` in the body) stretches under ``s``."""
     return np.linalg.norm(s[:, None] * _rot(quat), axis=0)
@@ -145,13 +160,10 @@ def scaled_spec(model: "BiomechModel", params: BodyParams, total_mass: float | N
         body.explicitinertial = True
         body.mass = mass * mass_factor
         body.ipos = ipos
-        moments, axes = np.linalg.eigh(inertia * mass_factor)
-        if np.linalg.det(axes) < 0:
-            axes[:, 0] = -axes[:, 0]
-        quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, axes.reshape(-1))
+        moments, quat = principal_inertia(inertia * mass_factor)
         body.inertia = moments
         body.iquat = quat
+        body.fullinertia = [np.nan, 0.0, 0.0, 0.0, 0.0, 0.0]
     spec.compiler.inertiafromgeom = mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_AUTO
 
     _scale_equalities(model, spec, bscale)
@@ -270,3 +282,76 @@ def scaled_mjx_model(model: "BiomechModel", params: BodyParams):
         geom_size=size,
         site_pos=jnp.asarray(m0.site_pos) * bscale[np.asarray(m0.site_bodyid)] + params.offsets,
     )
+
+
+def scaled_compiled_model(model: "BiomechModel", params: BodyParams, total_mass: float | None = None) -> mujoco.MjModel:
+    """The same person as :func:`scaled_spec`, by editing a copy of a compiled ``MjModel``.
+
+    For models given as an ``MjModel`` (which keeps no ``MjSpec``, e.g. ``myo_sim.load(name)[0]``).
+    Fields are scaled by the rules of :func:`scaled_spec`; then ``mj_setConst`` recomputes the
+    constants MuJoCo derives from them. Mesh vertices are rescaled where all geoms using a mesh
+    share one scale.
+    """
+    import copy
+
+    model.check_params(params)
+    m0 = model.mj_model
+    m = copy.deepcopy(m0)
+    s = np.asarray(model.body_scales(params), dtype=float)
+    offsets = np.asarray(params.offsets, dtype=float)
+    m.body_pos[:] = m0.body_pos * s[m0.body_parentid]
+    m.jnt_pos[:] = m0.jnt_pos * s[m0.jnt_bodyid]
+    m.site_pos[:] = m0.site_pos * s[m0.site_bodyid] + offsets
+    m.site_size[:] = m0.site_size * np.mean(s[m0.site_bodyid], axis=1, keepdims=True)
+    m.cam_pos[:] = m0.cam_pos * s[m0.cam_bodyid]
+    m.light_pos[:] = m0.light_pos * s[m0.light_bodyid]
+    m.geom_pos[:] = m0.geom_pos * s[m0.geom_bodyid]
+    mesh_scales: dict[int, set] = {}
+    for g in range(m0.ngeom):
+        sg = s[m0.geom_bodyid[g]]
+        axis_scales = _axis_scales(m0.geom_quat[g], sg)
+        m.geom_size[g] = _geom_size(mujoco.mjtGeom(int(m0.geom_type[g])), m0.geom_size[g], axis_scales)
+        m.geom_rbound[g] = m0.geom_rbound[g] * float(np.max(sg))
+        m.geom_aabb[g] = m0.geom_aabb[g] * np.tile(axis_scales, 2)
+        if m0.geom_type[g] == int(mujoco.mjtGeom.mjGEOM_MESH) and m0.geom_dataid[g] >= 0:
+            mesh_scales.setdefault(int(m0.geom_dataid[g]), set()).add(tuple(axis_scales))
+    for mesh, scales in mesh_scales.items():
+        if len(scales) == 1:
+            adr, num = m0.mesh_vertadr[mesh], m0.mesh_vertnum[mesh]
+            m.mesh_vert[adr : adr + num] = m0.mesh_vert[adr : adr + num] * np.array(next(iter(scales)), dtype=np.float32)
+    factor = 1.0
+    masses = {}
+    for b in range(1, m0.nbody):
+        if m0.body_mass[b] > 0:
+            masses[b] = scaled_inertia(m0.body_mass[b], m0.body_inertia[b], m0.body_iquat[b], s[b])
+    if total_mass is not None:
+        factor = total_mass / sum(v[0] for v in masses.values())
+    for b, (mass, inertia) in masses.items():
+        moments, quat = principal_inertia(inertia * factor)
+        m.body_mass[b] = mass * factor
+        m.body_inertia[b] = moments
+        m.body_iquat[b] = quat
+        m.body_ipos[b] = m0.body_ipos[b] * s[b]
+    for e in range(m0.neq):
+        kind = int(m0.eq_type[e])
+        b1, b2 = m0.eq_obj1id[e], m0.eq_obj2id[e]
+        if kind == int(mujoco.mjtEq.mjEQ_CONNECT):
+            m.eq_data[e, 0:3] = m0.eq_data[e, 0:3] * s[b1]
+            m.eq_data[e, 3:6] = m0.eq_data[e, 3:6] * s[b2]
+        elif kind == int(mujoco.mjtEq.mjEQ_WELD):
+            m.eq_data[e, 0:3] = m0.eq_data[e, 0:3] * s[b2]
+            m.eq_data[e, 3:6] = m0.eq_data[e, 3:6] * s[b1]
+        elif kind == int(mujoco.mjtEq.mjEQ_JOINT) and int(m0.jnt_type[b1]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
+            body = m0.jnt_bodyid[b1]
+            axis = _rot(m0.body_quat[body]) @ m0.jnt_axis[b1]
+            m.eq_data[e, 0:5] = m0.eq_data[e, 0:5] * np.linalg.norm(s[m0.body_parentid[body]] * axis)
+    mujoco.mj_setConst(m, mujoco.MjData(m))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_ratio = np.where(m0.tendon_length0 > 0, m.tendon_length0 / m0.tendon_length0, 1.0)
+        a_ratio = np.where(m0.actuator_length0 > 0, m.actuator_length0 / m0.actuator_length0, 1.0)
+    limited = m0.tendon_range[:, 1] > m0.tendon_range[:, 0]
+    m.tendon_range[limited] = m0.tendon_range[limited] * t_ratio[limited, None]
+    springs = np.all(m0.tendon_lengthspring >= 0, axis=1)
+    m.tendon_lengthspring[springs] = m0.tendon_lengthspring[springs] * t_ratio[springs, None]
+    m.actuator_lengthrange[:] = m0.actuator_lengthrange * a_ratio[:, None]
+    return m

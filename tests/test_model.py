@@ -218,3 +218,35 @@ def test_params_of_the_wrong_shape_are_named(bundled):
         bundled.markers(bundled.neutral_coordinates(), good.replace(offsets=jnp.zeros((2, 3))))
     with pytest.raises(ValueError, match="coords has shape"):
         bundled.markers(jnp.zeros(3), good)
+
+
+def _full_inertia(m):
+    out = []
+    for b in range(m.nbody):
+        r = np.zeros(9)
+        mujoco.mju_quat2Mat(r, m.body_iquat[b])
+        r = r.reshape(3, 3)
+        out.append(r @ np.diag(m.body_inertia[b]) @ r.T)
+    return np.array(out)
+
+
+def test_compiled_myo_sim_mjmodel_scales_like_its_spec(myolegs):
+    import myo_sim
+
+    from_model = mb.load_model(myo_sim.load("myolegs")[0])
+    assert from_model.spec is None and from_model.coordinate_names == myolegs.coordinate_names
+    params = random_person(myolegs, np.random.default_rng(11))
+    via_spec = myolegs.to_mujoco(params)
+    via_fields = from_model.to_mujoco(params)
+    for field in ("body_pos", "body_mass", "site_pos", "actuator_length0", "actuator_lengthrange", "tendon_length0", "eq_data"):
+        np.testing.assert_allclose(getattr(via_fields, field), getattr(via_spec, field), atol=1e-12, err_msg=field)
+    np.testing.assert_allclose(_full_inertia(via_fields), _full_inertia(via_spec), atol=1e-12)
+    assert max_marker_error_vs_mujoco(from_model, params, poses=5, seed=12) <= 1e-6
+
+
+def test_myofullbody_scales_with_its_muscles():
+    pytest.importorskip("myo_sim", reason="myo-sim is not installed")
+    model = mb.load_model("myo_sim:myofullbody")
+    scaled = model.to_mujoco(model.scale_params(overall=1.1))
+    assert np.isclose(scaled.body_mass.sum(), model.total_mass() * 1.1**3, rtol=1e-9)
+    np.testing.assert_allclose(scaled.actuator_length0, model.mj_model.actuator_length0 * 1.1, rtol=1e-9)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mjx_biomech._io import InputError, atomic_write
+from mjx_biomech._io import InputError, atomic_write, check_increasing_rows, check_times_argument, read_text_lines
 
 __all__ = ["MotionTable", "read_mot", "read_mot_internal", "write_mot", "write_sto"]
 
@@ -97,7 +97,7 @@ def read_mot(path: str | os.PathLike) -> MotionTable:
         times that do not strictly increase, or ``nRows``/``nColumns`` disagreeing with the data.
     """
     path = Path(path)
-    lines = _read_lines(path)
+    lines = read_text_lines(path)
     end = next((i for i, line in enumerate(lines) if line.strip().lower() == "endheader"), None)
     if end is None:
         raise InputError(f"{path}: no 'endheader' line; an OpenSim .mot/.sto header must end with one")
@@ -130,7 +130,7 @@ def read_mot(path: str | os.PathLike) -> MotionTable:
         row_lines.append(lineno)
 
     data = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels))
-    _check_increasing(path, data[:, 0], row_lines)
+    check_increasing_rows(path, data[:, 0], row_lines)
     _check_count(path, metadata, "nRows", len(rows), "data rows")
     _check_count(path, metadata, "nColumns", len(labels), "column labels (time included)")
     return MotionTable(
@@ -224,15 +224,7 @@ def _check_table(times, names, values_internal, rotational, in_degrees):
             raise InputError(f"names: column label {label!r} is empty or contains whitespace")
     if len(set(names)) != len(names):
         raise InputError(f"names: duplicate column labels in {list(names)}")
-    if not np.all(np.isfinite(times)):
-        raise InputError("times: every time must be finite")
-    bad = np.flatnonzero(np.diff(times) <= 0)
-    if bad.size:
-        k = int(bad[0])
-        raise InputError(
-            f"times: must strictly increase; times[{k}]={float(times[k])!r} "
-            f"is followed by times[{k + 1}]={float(times[k + 1])!r}"
-        )
+    check_times_argument(times)
     mask = _rotational_mask(names, rotational)
     if in_degrees:
         values = np.where(mask[None, :], np.rad2deg(values), values)
@@ -260,12 +252,6 @@ def _rotational_mask(names: tuple[str, ...], rotational: Sequence[bool] | Collec
         raise InputError(f"rotational: {unknown} are not columns; columns are {list(names)}")
     return np.array([n in set(items) for n in names], dtype=bool)
 
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e})") from None
 
 
 def _parse_header(path: Path, lines: list[str]) -> dict:
@@ -314,15 +300,6 @@ def _parse_bool(path: Path, text: str) -> bool:
         return False
     raise InputError(f"{path}: inDegrees={text}; expected 'yes' or 'no'")
 
-
-def _check_increasing(path: Path, times: np.ndarray, row_lines: list[int]):
-    bad = np.flatnonzero(~(np.diff(times) > 0))
-    if bad.size:
-        k = int(bad[0])
-        raise InputError(
-            f"{path}, line {row_lines[k + 1]}: time {float(times[k + 1])!r} follows time {float(times[k])!r} "
-            f"(line {row_lines[k]}); times must strictly increase"
-        )
 
 
 def _check_count(path: Path, metadata: dict, key: str, actual: int, what: str):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mjx_biomech._io import InputError, atomic_write
+from mjx_biomech._io import InputError, atomic_write, check_increasing_rows, check_times_argument, read_text_lines
 
 __all__ = ["TrcData", "read_trc", "write_trc", "y_up_to_z_up", "z_up_to_y_up"]
 
@@ -118,7 +118,7 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
         non-numeric value, times that do not strictly increase, or NumFrames disagreeing with the rows.
     """
     path = Path(path)
-    lines = _read_lines(path)
+    lines = read_text_lines(path)
     if len(lines) < 5:
         raise InputError(f"{path}: {len(lines)} lines; a .trc file needs 5 header lines before its data")
     metadata = _parse_first_line(path, lines[0])
@@ -178,13 +178,7 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
         row_lines.append(lineno)
 
     times_arr = np.array(times, dtype=np.float64)
-    bad = np.flatnonzero(~(np.diff(times_arr) > 0))
-    if bad.size:
-        k = int(bad[0])
-        raise InputError(
-            f"{path}, line {row_lines[k + 1]}: time {float(times_arr[k + 1])!r} follows "
-            f"time {float(times_arr[k])!r} (line {row_lines[k]}); times must strictly increase"
-        )
+    check_increasing_rows(path, times_arr, row_lines)
     if len(rows) != num_frames:
         raise InputError(f"{path}: NumFrames={num_frames} (line 3) but the file has {len(rows)} data rows")
 
@@ -243,15 +237,7 @@ def write_trc(
             raise InputError(f"marker_names: {name!r} is empty, has a tab or surrounding whitespace")
     if len(set(names)) != len(names):
         raise InputError(f"marker_names: duplicate labels in {list(names)}")
-    if not np.all(np.isfinite(times)):
-        raise InputError("times: every time must be finite")
-    bad = np.flatnonzero(np.diff(times) <= 0)
-    if bad.size:
-        k = int(bad[0])
-        raise InputError(
-            f"times: must strictly increase; times[{k}]={float(times[k])!r} "
-            f"is followed by times[{k + 1}]={float(times[k + 1])!r}"
-        )
+    check_times_argument(times)
     if data_rate is None:
         if times.shape[0] < 2:
             raise InputError("data_rate: needed when there are fewer than two frames")
@@ -286,12 +272,6 @@ def _format_value(value: float) -> str:
     # repr is the shortest text that reads back to the same float64; OpenSim spells NaN "nan".
     return "NaN" if np.isnan(value) else repr(value)
 
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e})") from None
 
 
 def _split_row(line: str) -> list[str]:

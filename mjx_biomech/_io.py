@@ -39,3 +39,41 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_write(path) as f:
         f.write(text)
     return Path(path)
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; an ``InputError`` naming the file otherwise."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def check_increasing_rows(path: Path, times, row_lines: list[int]) -> None:
+    """Times read from a file must strictly increase; the error names both lines."""
+    import numpy as np
+
+    times = np.asarray(times, dtype=float)
+    bad = np.flatnonzero(~(np.diff(times) > 0))
+    if bad.size:
+        k = int(bad[0])
+        raise InputError(
+            f"{path}, line {row_lines[k + 1]}: time {float(times[k + 1])!r} follows time {float(times[k])!r} "
+            f"(line {row_lines[k]}); times must strictly increase"
+        )
+
+
+def check_times_argument(times) -> None:
+    """Times given to a writer must be finite and strictly increase; the error names the samples."""
+    import numpy as np
+
+    times = np.asarray(times, dtype=float)
+    if not np.all(np.isfinite(times)):
+        raise InputError("times: every time must be finite")
+    bad = np.flatnonzero(np.diff(times) <= 0)
+    if bad.size:
+        k = int(bad[0])
+        raise InputError(
+            f"times: must strictly increase; times[{k}]={float(times[k])!r} "
+            f"is followed by times[{k + 1}]={float(times[k + 1])!r}"
+        )

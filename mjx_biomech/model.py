@@ -335,6 +335,43 @@ class BiomechModel:
         d = np.array([c.default for c in self.coordinates], dtype=float)
         return np.clip(d, self._coord_ranges[:, 0], self._coord_ranges[:, 1])
 
+    def with_scale_groups(
+        self, groups: list[dict] | None = None, *, tie_left_right: bool = False, per_axis: tuple[str, ...] = ()
+    ) -> "BiomechModel":
+        """The same model with another scale-group configuration.
+
+        Args:
+            groups: replacement groups (``{"name", "bodies", "per_axis"}`` dicts); default: the current ones.
+            tie_left_right: merge each ``<name>_r``/``<name>_l`` pair into one group ``<name>``.
+            per_axis: names of groups to scale per axis (three parameters ``name.x/.y/.z``, body frame).
+        """
+        current = [
+            {"name": g.name, "bodies": list(g.bodies), "per_axis": g.per_axis} for g in self.scale_groups
+        ] if groups is None else [dict(g) for g in groups]
+        if tie_left_right:
+            merged: dict[str, dict] = {}
+            for g in current:
+                name = g["name"]
+                base = name[:-2] if name.endswith(("_r", "_l")) else name
+                partner = base + ("_l" if name.endswith("_r") else "_r")
+                if base != name and any(h["name"] == partner for h in current):
+                    merged.setdefault(base, {"name": base, "bodies": [], "per_axis": g.get("per_axis", False)})
+                    merged[base]["bodies"] += g["bodies"]
+                else:
+                    merged[name] = g
+            current = list(merged.values())
+        names = {g["name"] for g in current}
+        for name in per_axis:
+            if name not in names:
+                raise KeyError(f"per_axis names group {name!r}, not one of {sorted(names)}")
+        for g in current:
+            g["per_axis"] = g.get("per_axis", False) or g["name"] in per_axis
+        metadata = dict(self.metadata, scale_groups=current)
+        if "coordinates" not in self.metadata:
+            # Plain MJCF: keep the coordinates derived from the MuJoCo model.
+            return _with_tables(self, metadata)
+        return BiomechModel(self.spec, self.mj_model, self.source, metadata)
+
     def scale_params(self, **by_name: float) -> BodyParams:
         """Identity params with the named scale parameters set, e.g. ``scale_params(thigh_r=1.05)``."""
         scales = np.ones(len(self.scale_param_names))
@@ -471,6 +508,16 @@ class BiomechModel:
 
 
 # --------------------------------------------------------------------- loading
+def _with_tables(model: BiomechModel, metadata: dict) -> BiomechModel:
+    """A copy of a plain-MJCF model with new scale groups (coordinates still derived from MuJoCo)."""
+    out = BiomechModel.__new__(BiomechModel)
+    out.__dict__.update(model.__dict__)
+    out.metadata = metadata
+    out.scale_groups = out._scale_groups(metadata["scale_groups"])
+    out._build_tables()
+    return out
+
+
 def _compile(spec: mujoco.MjSpec, source: str) -> mujoco.MjModel:
     try:
         return spec.compile()

@@ -250,3 +250,15 @@ def test_myofullbody_scales_with_its_muscles():
     scaled = model.to_mujoco(model.scale_params(overall=1.1))
     assert np.isclose(scaled.body_mass.sum(), model.total_mass() * 1.1**3, rtol=1e-9)
     np.testing.assert_allclose(scaled.actuator_length0, model.mj_model.actuator_length0 * 1.1, rtol=1e-9)
+
+
+def test_tied_and_per_axis_scale_groups_match_mujoco_c(bundled):
+    model = bundled.with_scale_groups(tie_left_right=True, per_axis=("torso", "pelvis"))
+    assert "thigh" in model.scale_param_names and "thigh_r" not in model.scale_param_names
+    assert {"torso.x", "torso.y", "torso.z", "pelvis.x"} <= set(model.scale_param_names)
+    params = random_person(model, np.random.default_rng(13))
+    assert max_marker_error_vs_mujoco(model, params, poses=10, seed=14) <= 1e-6
+    # One tied parameter moves both thighs.
+    scales = np.asarray(model.body_scales(model.scale_params(thigh=1.2)))
+    for body in ("femur_r", "femur_l"):
+        np.testing.assert_allclose(scales[model.body_names.index(body)], 1.2)

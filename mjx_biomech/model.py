@@ -492,13 +492,25 @@ class BiomechModel:
     def total_mass(self) -> float:
         return float(np.sum(self.mj_model.body_mass))
 
-    def standing_height(self) -> float:
-        """Metres: metadata ``height`` if given, else the vertical extent at neutral coordinates."""
-        if "height" in self.metadata:
-            return float(self.metadata["height"])
-        kin = self.forward(self.neutral_coordinates(), self.default_params())
-        z = np.concatenate([np.asarray(kin.xpos[1:, 2]), np.asarray(kin.site_xpos[:, 2])])
-        return float(z.max() - z.min())
+    def standing_height(self, params: BodyParams | None = None) -> float:
+        """Metres from the lowest to the highest point of the body's geometry at neutral coordinates.
+
+        Measured on MuJoCo's statically scaled model (``params``, default unscaled) from each
+        non-world geom's box bounds turned into the world frame.
+        """
+        m = self.mj_model if params is None else self.to_mujoco(params)
+        params = self.default_params() if params is None else params
+        d = mujoco.MjData(m)
+        d.qpos[:] = np.asarray(self.coords_to_qpos(jnp.asarray(self.neutral_coordinates()), params))
+        mujoco.mj_kinematics(m, d)
+        body_geoms = np.flatnonzero(m.geom_bodyid > 0)
+        if body_geoms.size == 0:
+            z = np.concatenate([d.xpos[1:, 2], d.site_xpos[:, 2]])
+            return float(z.max() - z.min())
+        rot = d.geom_xmat[body_geoms].reshape(-1, 3, 3)
+        center = d.geom_xpos[body_geoms] + np.einsum("gij,gj->gi", rot, m.geom_aabb[body_geoms, :3])
+        half = np.einsum("gj,gj->g", np.abs(rot[:, 2, :]), m.geom_aabb[body_geoms, 3:])
+        return float((center[:, 2] + half).max() - (center[:, 2] - half).min())
 
     def __repr__(self) -> str:
         return (

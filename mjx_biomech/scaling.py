@@ -241,12 +241,45 @@ def write_scaled_mjcf(model: "BiomechModel", params: BodyParams, path, total_mas
     """Write the statically scaled model's MJCF atomically, meshes referenced by absolute path."""
     spec = scaled_spec(model, params, total_mass)
     spec.compile()
+    for body in spec.bodies[1:]:
+        # The XML writer keeps 6 significant digits; rounding must not push a rod-like body's
+        # principal moments across the triangle inequality, which MuJoCo refuses to load.
+        moments = np.sort(np.asarray(body.inertia, dtype=float))
+        if body.explicitinertial and moments[2] > (moments[0] + moments[1]) * (1 - 2e-5):
+            limit = (moments[0] + moments[1]) * (1 - 2e-5)
+            body.inertia = np.minimum(np.asarray(body.inertia, dtype=float), limit)
     if spec.meshdir and model.source and os.path.exists(model.source):
         spec.meshdir = str((Path(model.source).parent / spec.meshdir).resolve())
-    xml = spec.to_xml()
+    xml = _name_anonymous_defaults(spec.to_xml())
     with atomic_write(path) as f:
         f.write(xml)
     return Path(path)
+
+
+def _name_anonymous_defaults(xml: str) -> str:
+    """Give nested unnamed ``<default>`` classes a name.
+
+    Specs attached with an empty prefix (MyoSuite's myo_sim models) keep an unnamed default
+    class, which MuJoCo writes but will not read back; a unique name changes nothing else,
+    since no element can refer to a class without a name.
+    """
+    import re
+
+    out, depth, count, last = [], 0, 0, 0
+    for tag in re.finditer(r"<(/?)default\b([^>]*?)(/?)>", xml):
+        closing, attrs, self_closing = tag.group(1), tag.group(2), tag.group(3)
+        if closing:
+            depth -= 1
+            continue
+        if depth > 0 and "class=" not in attrs:
+            out.append(xml[last : tag.start()])
+            out.append(f'<default class="mjx_biomech_unnamed{count}"{attrs}{self_closing}>')
+            last = tag.end()
+            count += 1
+        if not self_closing:
+            depth += 1
+    out.append(xml[last:])
+    return "".join(out)
 
 
 def scaled_mjx_model(model: "BiomechModel", params: BodyParams):

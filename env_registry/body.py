@@ -129,7 +129,8 @@ def build_body(
     substeps: int = 16,
     residual_force: float = 300.0,
     residual_torque: float = 100.0,
-    solver_iterations: int = 4,
+    solver_iterations: int = 1,
+    armature: float = 0.05,
 ) -> Body:
     """Build the simulated body (see the module docstring).
 
@@ -138,7 +139,9 @@ def build_body(
         fps, substeps: control rate (Hz) and physics steps per control step.
         residual_force: N per unit control of the three pelvis translation motors.
         residual_torque: N·m per unit control of the three pelvis rotation motors.
-        solver_iterations: constraint-solver iterations (line search gets twice as many).
+        solver_iterations: Newton solver iterations (the line search gets max(4, 2×) as many).
+        armature: least rotor inertia (kg·m²) of every non-pelvis joint; without it the light
+            foot segments under full-scale random torques make the 2-ms step unstable.
     """
     spec, source = _spec_for(name)
     if name == "lower_body":
@@ -147,6 +150,9 @@ def build_body(
     missing = [c for c in PELVIS_COORDINATES if c not in joint_names]
     if missing:
         raise InputError(f"model: {source}: the pelvis needs the joints {list(PELVIS_COORDINATES)}; missing {missing}")
+    for joint in spec.joints:
+        if joint.name not in PELVIS_COORDINATES:
+            joint.armature = max(joint.armature, armature)
     for coord in PELVIS_COORDINATES:
         gear = residual_force if coord in PELVIS_COORDINATES[:3] else residual_torque
         act = spec.add_actuator(name=f"residual_{coord}", target=coord, trntype=mujoco.mjtTrn.mjTRN_JOINT)
@@ -159,7 +165,7 @@ def build_body(
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_EULER
     spec.option.timestep = 1.0 / (fps * substeps)
     spec.option.iterations = solver_iterations
-    spec.option.ls_iterations = 2 * solver_iterations
+    spec.option.ls_iterations = max(4, 2 * solver_iterations)
     # The environments keep (trajectory, frame) in userdata so that brax's auto-reset, which
     # restores the whole physics state, restores them too.
     spec.nuserdata = 2

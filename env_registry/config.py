@@ -29,6 +29,9 @@ class GaitImitationConfig:
         residual_force, residual_torque: N and N·m per unit control of the pelvis motors.
         kp_max: largest PD stiffness, N·m/rad; damping_time: kd = kp·damping_time, s.
         solver_iterations: constraint-solver iterations per physics step.
+        armature: least rotor inertia of the joints, kg·m² (numerical stability, see :mod:`.body`).
+        max_speed: a state with a generalised velocity above this (rad/s, m/s) is unstable and ends
+            the episode.
     """
 
     model: str = "lower_body"
@@ -44,7 +47,9 @@ class GaitImitationConfig:
     residual_torque: float = 100.0
     kp_max: float = 300.0
     damping_time: float = 0.05
-    solver_iterations: int = 4
+    solver_iterations: int = 1
+    armature: float = 0.05
+    max_speed: float = 100.0
     exp_alpha_angle: float = 5.0
     exp_alpha_position: float = 2.5
     exp_alpha_velocity: float = 0.17

@@ -41,13 +41,19 @@ class GaitImitationGymEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        c, t, m, d = self.task.config, self.task.targets, self.model, self.data
+        c, t = self.task.config, self.task.targets
+        n = int(self.np_random.integers(len(t.lengths)))
+        frame = int(self.np_random.integers(0, t.lengths[n] - c.future_frames - 1))
+        return self.reset_to(n, frame, c.reset_noise)
+
+    def reset_to(self, n: int, frame: int, noise: float):
+        """Start at reference trajectory ``n``, ``frame``, with joint angles and velocities
+        perturbed uniformly by ±``noise`` (rad, rad/s, m/s); returns ``(obs, info)``."""
+        m, d, t = self.model, self.data, self.task.targets
         rng = self.np_random
-        n = int(rng.integers(len(t.lengths)))
-        frame = int(rng.integers(0, t.lengths[n] - c.future_frames - 1))
         mujoco.mj_resetData(m, d)
-        d.qpos[:] = t.qpos[n, frame] + np.where(self._joint_noise, rng.uniform(-1, 1, m.nq), 0.0) * c.reset_noise
-        d.qvel[:] = t.qvel[n, frame] + rng.uniform(-1, 1, m.nv) * c.reset_noise
+        d.qpos[:] = t.qpos[n, frame] + np.where(self._joint_noise, rng.uniform(-1, 1, m.nq), 0.0) * noise
+        d.qvel[:] = t.qvel[n, frame] + rng.uniform(-1, 1, m.nv) * noise
         mujoco.mj_kinematics(m, d)
         lowest = tracking.lowest_foot_point(d.geom_xpos[self.task.body.foot_geoms, 2], self._foot_radius)
         d.qpos[self.task.pelvis_ty_qpos] += max(-lowest, 0.0)
@@ -81,13 +87,13 @@ class GaitImitationGymEnv(gym.Env):
             body.height,
         )
         reward = float(task.reward(errors, action))
-        finite = bool(np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel)) and np.isfinite(reward))
+        stable = bool(np.all(np.isfinite(d.qpos)) and np.all(np.abs(d.qvel) < c.max_speed) and np.isfinite(reward))
         fallen = d.xpos[body.pelvis_body, 2] < c.fall_fraction * t.pelvis_height[n, frame]
-        terminated = bool(fallen or reward < 0 or not finite)
+        terminated = bool(fallen or reward < 0 or not stable)
         truncated = bool(frame + c.future_frames + 2 > t.lengths[n]) and not terminated
         info = {"trajectory": n, "frame": frame, "angle_error": float(errors.angle),
                 "position_error": float(errors.position), "velocity_error": float(errors.velocity)}  # fmt: skip
-        return self._observation(), reward if finite else 0.0, terminated, truncated, info
+        return self._observation(), reward if stable else 0.0, terminated, truncated, info
 
     def _observation(self) -> np.ndarray:
         task, body, c, t, d = self.task, self.task.body, self.task.config, self.task.targets, self.data
@@ -105,4 +111,4 @@ class GaitImitationGymEnv(gym.Env):
             body.height,
         )
         obs = obs + c.observation_noise * self.np_random.standard_normal(obs.shape)
-        return np.nan_to_num(obs).astype(np.float64)
+        return tracking.bounded(obs).astype(np.float64)

@@ -9,7 +9,8 @@ episode, restores them too.
 Episodes start at a random trajectory and frame (joint angles and velocities perturbed by
 ``reset_noise``, the body lifted so that no foot is below the floor) and end when the reference
 runs out of frames, the reward turns negative, the pelvis falls below ``fall_fraction`` of the
-reference pelvis height, or the state stops being finite.
+reference pelvis height, or the state becomes unstable (not finite, or a generalised velocity
+above ``max_speed``).
 """
 
 from __future__ import annotations
@@ -62,14 +63,22 @@ class GaitImitationEnv(Env):
         return self.task.dt
 
     def reset(self, rng: jax.Array) -> State:
-        c, body = self.task.config, self.task.body
-        rng, k_traj, k_frame, k_q, k_v, k_obs = jax.random.split(rng, 6)
+        c = self.task.config
+        rng, k_traj, k_frame = jax.random.split(rng, 3)
         n = jax.random.randint(k_traj, (), 0, self._lengths.shape[0])
         last_start = self._lengths[n] - c.future_frames - 2
         frame = jax.random.randint(k_frame, (), 0, last_start + 1)
+        return self.reset_to(rng, n, frame, c.reset_noise)
+
+    def reset_to(self, rng: jax.Array, n, frame, noise: float) -> State:
+        """Start at reference trajectory ``n``, ``frame``, with joint angles and velocities
+        perturbed uniformly by ±``noise`` (rad, rad/s, m/s)."""
+        body = self.task.body
+        n, frame = jnp.asarray(n, jnp.int32), jnp.asarray(frame, jnp.int32)
+        rng, k_q, k_v, k_obs = jax.random.split(rng, 4)
         qpos = self._qpos[n, frame]
-        qpos = qpos + jnp.where(self._joint_noise, jax.random.uniform(k_q, qpos.shape, minval=-1, maxval=1), 0.0) * c.reset_noise
-        qvel = self._qvel[n, frame] + jax.random.uniform(k_v, (body.mj_model.nv,), minval=-1, maxval=1) * c.reset_noise
+        qpos = qpos + jnp.where(self._joint_noise, jax.random.uniform(k_q, qpos.shape, minval=-1, maxval=1), 0.0) * noise
+        qvel = self._qvel[n, frame] + jax.random.uniform(k_v, (body.mj_model.nv,), minval=-1, maxval=1) * noise
         data = mjx.make_data(self.sys)
         data = data.replace(qpos=qpos.astype(data.qpos.dtype), qvel=qvel.astype(data.qvel.dtype))
         data = mjx.kinematics(self.sys, data)
@@ -113,10 +122,10 @@ class GaitImitationEnv(Env):
             body.height,
         )
         reward = task.reward(errors, action)
-        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & jnp.isfinite(reward)
+        stable = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.abs(data.qvel) < c.max_speed) & jnp.isfinite(reward)
         fallen = data.xpos[body.pelvis_body, 2] < c.fall_fraction * self._pelvis_height[n, frame]
         out_of_frames = frame + c.future_frames + 2 > self._lengths[n]
-        done = out_of_frames | fallen | (reward < 0) | ~finite
+        done = out_of_frames | fallen | (reward < 0) | ~stable
         rng, k_obs = jax.random.split(state.info["rng"])
         obs = self._observation(data, n, frame, k_obs)
         metrics = {
@@ -130,7 +139,7 @@ class GaitImitationEnv(Env):
         return state.replace(
             pipeline_state=data,
             obs=obs,
-            reward=jnp.where(finite, reward, 0.0).astype(state.reward.dtype),
+            reward=jnp.where(stable, reward, 0.0).astype(state.reward.dtype),
             done=done.astype(state.done.dtype),
             metrics=metrics,
             info=info,
@@ -161,4 +170,4 @@ class GaitImitationEnv(Env):
             body.height,
         )
         obs = obs + c.observation_noise * jax.random.normal(key, obs.shape, obs.dtype)
-        return jnp.nan_to_num(obs)
+        return tracking.bounded(obs)

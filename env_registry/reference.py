@@ -100,34 +100,37 @@ def from_fit_folder(folder, body: Body, fps: float) -> Reference:
     return from_mot(files, body, fps)
 
 
-def synthetic(body: Body, fps: float, num: int = 4, duration: float = 4.0, speed: float = 1.3) -> Reference:
-    """``num`` synthetic walks (seeds 0…num−1: people whose joint curves differ by a few percent)."""
+def synthetic(body: Body, fps: float, num: int = 4, first_seed: int = 0, duration: float = 4.0, speed: float = 1.3) -> Reference:
+    """``num`` synthetic walks with seeds ``first_seed`` … ``first_seed + num − 1`` (people whose
+    joint curves differ by a few percent; other seeds give held-out people)."""
     from mjx_biomech import synthetic as synth
 
-    trajectories = []
-    for seed in range(num):
-        _, coords = synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=seed)
-        trajectories.append(coords)
-    return stack(trajectories, fps, [f"synthetic:{s}" for s in range(num)])
+    seeds = range(first_seed, first_seed + num)
+    trajectories = [synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=s)[1] for s in seeds]
+    return stack(trajectories, fps, [f"synthetic:seed{s}" for s in seeds])
 
 
 def load_reference(source, body: Body, fps: float) -> Reference:
-    """A :class:`Reference` from ``"synthetic"``, ``"synthetic:N"``, a .mot/.sto file or a fit folder."""
+    """A :class:`Reference` from ``"synthetic[:N[:FIRST_SEED]]"`` (default 4 walks from seed 0),
+    a .mot/.sto file or a fit result folder."""
     if isinstance(source, Reference):
         return source
     if isinstance(source, str) and source.split(":")[0] == "synthetic":
         parts = source.split(":")
         try:
             num = int(parts[1]) if len(parts) > 1 else 4
+            first = int(parts[2]) if len(parts) > 2 else 0
+            if num < 1 or len(parts) > 3:
+                raise ValueError
         except ValueError:
-            raise InputError(f"reference: {source!r}; expected 'synthetic' or 'synthetic:N' with N an integer") from None
-        return synthetic(body, fps, num)
+            raise InputError(f"reference: {source!r}; expected 'synthetic[:N[:FIRST_SEED]]' with integers, N ≥ 1") from None
+        return synthetic(body, fps, num, first)
     path = Path(source)
     if path.is_dir():
         return from_fit_folder(path, body, fps)
     if path.suffix.lower() in (".mot", ".sto") and path.exists():
         return from_mot(path, body, fps)
-    raise InputError(f"reference: {source!r} is not 'synthetic[:N]', an existing .mot/.sto file or a fit result folder")
+    raise InputError(f"reference: {source!r} is not 'synthetic[:N[:FIRST_SEED]]', an existing .mot/.sto file or a fit result folder")
 
 
 @dataclass(frozen=True)

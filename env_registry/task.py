@@ -97,6 +97,7 @@ def make_task(config: GaitImitationConfig | None = None, reference="synthetic", 
         residual_force=config.residual_force,
         residual_torque=config.residual_torque,
         solver_iterations=config.solver_iterations,
+        armature=config.armature,
     )
     missing = [n for n in tracking.SAGITTAL_COORDINATES if n not in body.model.coordinate_names]
     if missing:

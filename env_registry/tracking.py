@@ -22,10 +22,10 @@ Exp form (default α_a = 5, α_x = 2.5, α_ẋ = 0.17; between 0 and 3):
     r = exp(−α_a e_a) + exp(−α_x e_x) + exp(−α_ẋ e_ẋ)
 
 MSE form (default α0 = 8, α_a = 2.5, α_x = 3.9, α_ẋ = 20, β = 0.005), on mean squared errors
-(the sums above divided by the number of angles J_a, of keypoints K, and of keypoints K) and the
-action u (its components in [−1, 1]):
+(the sums above divided by their number of components: J_a angles, 3K position and 3K velocity
+coordinates) and the action u (its components in [−1, 1]):
 
-    r = α0 − α_a e_a / J_a − α_x e_x / K − α_ẋ e_ẋ / K − β Σ_i u_i²
+    r = α0 − α_a e_a / J_a − α_x e_x / 3K − α_ẋ e_ẋ / 3K − β Σ_i u_i²
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def mse_reward(
     return (
         alpha0
         - alpha_angle * errors.angle / n_angles
-        - alpha_position * errors.position / n_keypoints
-        - alpha_velocity * errors.velocity / n_keypoints
+        - alpha_position * errors.position / (3 * n_keypoints)
+        - alpha_velocity * errors.velocity / (3 * n_keypoints)
         - beta * xp.sum(action**2)
     )
 
@@ -179,6 +179,17 @@ def pd_control(action, q, qdot, joint_range, gear, kp_max: float, damping_ratio_
     kp = kp_max * (action[n : 2 * n] + 1.0) / 2
     torque = kp * (target - q) - kp * damping_ratio_time * qdot
     return xp.concatenate([xp.clip(torque / gear, -1.0, 1.0), action[2 * n :]])
+
+
+# Observations are clipped so that the state just before an unstable episode ends cannot
+# poison a running observation normaliser.
+OBSERVATION_BOUND = 100.0
+
+
+def bounded(obs):
+    """``obs`` with NaN set to 0 and values clipped into ±OBSERVATION_BOUND."""
+    xp = _xp(obs)
+    return xp.clip(xp.nan_to_num(obs), -OBSERVATION_BOUND, OBSERVATION_BOUND)
 
 
 def lowest_foot_point(geom_z, geom_radius):

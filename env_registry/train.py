@@ -47,12 +47,14 @@ CONFIGS: dict[str, dict] = {
         value_hidden=(128, 128),
         entropy_cost=0.003,
         clipping_epsilon=0.2,
-        discounting=0.95,
+        discounting=0.97,
         learning_rate=1e-3,
         unroll_length=10,
         batch_size=32,
         num_minibatches=4,
-        num_updates_per_batch=4,
+        num_updates_per_batch=8,
+        # Full-scale random torques topple the body at once; start exploring gently.
+        init_noise_std=0.3,
         normalize_observations=True,
         # One training epoch: brax compiles its epoch function again on the second call, which
         # on a CPU costs more than this whole run's training.
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
 
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn()) as progress:  # fmt: skip
-        task = progress.add_task("train", total=settings["num_timesteps"], info="compiling…")
+        task = progress.add_task("train", total=settings["num_timesteps"], info="compiling, then training…")
 
         def progress_fn(step, metrics):
             reward = metrics.get("episode/sum_reward")

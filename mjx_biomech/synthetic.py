@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
@@ -182,14 +183,21 @@ def _vertical_correction(model, phase: np.ndarray, variation: dict | None) -> np
     The lowest site switches feet with a kink; the drop is sampled over one cycle and a
     Fourier series fitted to it, so the pelvis path stays smooth.
     """
-    params = model.default_params()
-    lowest = jax.jit(jax.vmap(lambda q: jnp.min(model.forward(q, params).site_xpos[:, 2])))
     neutral = model.neutral_coordinates()
     n = 64
     cycle = np.arange(n) / n
     angles = _gait_angles(model, cycle, variation)
-    poses = np.where(np.isnan(angles), neutral, angles)
-    drop = float(lowest(neutral[None])[0]) - np.asarray(lowest(jnp.asarray(poses)))
+    poses = np.vstack([neutral, np.where(np.isnan(angles), neutral, angles)])
+    # MuJoCo's C kinematics on the unscaled model: no JAX compilation for 65 poses.
+    params = model.default_params()
+    qpos = np.asarray(jax.jit(jax.vmap(lambda q: model.coords_to_qpos(q, params)))(jnp.asarray(poses)))
+    data = mujoco.MjData(model.mj_model)
+    lowest = np.empty(len(poses))
+    for i, q in enumerate(qpos):
+        data.qpos[:] = q
+        mujoco.mj_kinematics(model.mj_model, data)
+        lowest[i] = data.site_xpos[:, 2].min()
+    drop = lowest[0] - lowest[1:]
     coef, *_ = np.linalg.lstsq(_basis(cycle), drop, rcond=None)
     return _basis(np.mod(phase, 1.0)) @ coef
 
@@ -304,7 +312,7 @@ def capture(
     dt = np.diff(times)
     if not np.allclose(dt, dt[0], rtol=1e-6, atol=1e-9) or dt[0] <= 0:
         raise InputError("capture: times must be evenly spaced and increasing")
-    markers = np.asarray(jax.vmap(lambda q: model.markers(q, params, marker_set))(jnp.asarray(coords)))
+    markers = np.asarray(jax.jit(jax.vmap(lambda q: model.markers(q, params, marker_set)))(jnp.asarray(coords)))
     uv, depth = project(rig, markers, return_depth=True)
     uv, depth = np.asarray(uv, float), np.asarray(depth, float)
     shape = uv.shape[:-1]
@@ -327,3 +335,15 @@ def capture(
         name=name,
         start_time=float(times[0]),
     )
+
+
+def perturb_cameras(rig: CameraRig, names, angle_deg: float = 2.0, distance_m: float = 0.02, seed=0) -> CameraRig:
+    """``rig`` with the cameras ``names`` turned by ``angle_deg`` about a random axis and moved
+    by ``distance_m`` in a random direction (the others unchanged): a calibration error for
+    bundle adjustment to recover."""
+    moved = rig.perturb(seed, angle_deg, distance_m)
+    idx = np.array([rig.index(n) for n in names], int)
+    rvec = np.array(rig.rvec)
+    tvec = np.array(rig.tvec)
+    rvec[idx], tvec[idx] = np.asarray(moved.rvec)[idx], np.asarray(moved.tvec)[idx]
+    return rig.with_extrinsics(rvec, tvec)

@@ -1,0 +1,120 @@
+"""Figures of a fit (matplotlib, Agg): reprojection overlay, joint-angle curves, GC_d curve."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import metrics  # noqa: E402
+from ._io import atomic_write  # noqa: E402
+from .cameras import project  # noqa: E402
+
+_JOINTS = ("hip_flexion", "hip_adduction", "knee_angle", "ankle_angle", "arm_flex", "elbow_flex")
+
+
+def _savefig(fig, path: Path) -> Path:
+    with atomic_write(path, "wb", encoding=None) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reprojection_overlay(result, path, trial: int = 0, frame: int | None = None) -> Path:
+    """Keypoints (dots, alpha = confidence) and projected model markers (crosses) of one frame
+    in every camera."""
+    t = result.trials[trial]
+    frame = t.capture.num_frames // 2 if frame is None else frame
+    uv = np.asarray(project(result.rig, result.markers(trial)[frame]), float)  # (C, J, 2)
+    C = len(result.rig)
+    cols = min(C, 4)
+    rows = (C + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False)
+    for c, ax in enumerate(axes.ravel()):
+        if c >= C:
+            ax.axis("off")
+            continue
+        w, h = result.rig.sizes[c]
+        kp, conf = t.capture.keypoints[c, frame], t.capture.confidence[c, frame]
+        ok = conf > 0
+        ax.scatter(kp[ok, 0], kp[ok, 1], s=10, c="tab:blue", alpha=np.clip(conf[ok], 0.2, 1), label="keypoints")
+        ax.scatter(uv[c, :, 0], uv[c, :, 1], s=14, marker="x", c="tab:red", label="model")
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_aspect("equal")
+        ax.set_title(result.rig.names[c], fontsize=8)
+        ax.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"{t.name}: frame {frame} ({t.times[frame]:.2f} s)", fontsize=9)
+    fig.tight_layout()
+    return _savefig(fig, Path(path))
+
+
+def joint_curves(result, path, trial: int = 0, truth: np.ndarray | None = None) -> Path:
+    """Fitted joint angles (degrees) over time for hips, knees, ankles, shoulders, elbows;
+    dashed: ``truth`` (T, C) when given."""
+    t = result.trials[trial]
+    names = result.model.coordinate_names
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5))
+    for ax, joint in zip(axes.ravel(), _JOINTS):
+        for side, color in (("r", "tab:red"), ("l", "tab:blue")):
+            name = f"{joint}_{side}"
+            if name not in names:
+                continue
+            i = names.index(name)
+            ax.plot(t.times, np.degrees(t.coords[:, i]), color=color, label=side)
+            if truth is not None:
+                ax.plot(t.times, np.degrees(truth[:, i]), color=color, ls="--", lw=0.8)
+        ax.set_title(joint, fontsize=9)
+        ax.set_xlabel("time (s)", fontsize=8)
+        ax.set_ylabel("degrees", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{t.name}: joint angles", fontsize=10)
+    fig.tight_layout()
+    return _savefig(fig, Path(path))
+
+
+def gc_curve(result, path) -> Path:
+    """GC_d (fraction of confident keypoints within d px) against d, per trial."""
+    ds = np.linspace(0, 20, 81)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for i, t in enumerate(result.trials):
+        ax.plot(ds, metrics.gc_curve(result.reprojection_errors(i), t.capture.confidence, ds), label=t.name)
+    ax.axvline(5, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("d (px)")
+    ax.set_ylabel("GC_d")
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _savefig(fig, Path(path))
+
+
+def loss_curve(result, path) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    h = result.loss_history
+    ax.semilogy(np.arange(1, len(h) + 1), h)
+    ax.set_xlabel("step" if result.settings.get("solver") == "adam" else "LM round")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _savefig(fig, Path(path))
+
+
+def save_all(result, folder: str | os.PathLike, truth: list | None = None) -> list[Path]:
+    """Every figure of a fit into ``folder``; returns the paths."""
+    folder = Path(folder)
+    out = []
+    for i, t in enumerate(result.trials):
+        stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in t.name) or f"trial{i + 1}"
+        out.append(reprojection_overlay(result, folder / f"{stem}_reprojection.png", i))
+        out.append(joint_curves(result, folder / f"{stem}_joint_angles.png", i, None if truth is None else truth[i]))
+    out.append(gc_curve(result, folder / "gc_curve.png"))
+    out.append(loss_curve(result, folder / "loss.png"))
+    return out

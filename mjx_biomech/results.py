@@ -137,8 +137,8 @@ def truth_metrics(
         coords = [coords]
     if len(coords) != len(result.trials):
         raise InputError(f"coords: expected one (T, C) array per trial ({len(result.trials)}), got {len(coords)}")
-    true_b = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))[1:]
-    fit_b = np.asarray(model.body_scales(jnp.asarray(result.params.scales, jnp.float64)))[1:]
+    true_b = np.asarray(model.body_scales(jnp.asarray(params.scales)), float)[1:]
+    fit_b = np.asarray(model.body_scales(jnp.asarray(result.params.scales)), float)[1:]
     out: dict[str, Any] = {"scale_error_max_pct": float(np.max(np.abs(fit_b / true_b - 1)) * 100)}
     names = model.coordinate_names
     idx = [names.index(j) for j in joints if j in names]

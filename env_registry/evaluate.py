@@ -74,7 +74,7 @@ def rollout(env, policy, trajectory: int, seed: int = 0) -> dict:
     ``reward``; and ``ended_early`` (a fall, a negative reward or an unstable state).
     """
     body, d = env.task.body, env.data
-    obs, _ = env.reset(seed=seed)
+    env.reset(seed=seed)  # seeds the observation noise
     obs, _ = env.reset_to(trajectory, 0, 0.0)
     record = {"qpos": [], "foot": [], "pelvis": [], "reward": []}
 

@@ -40,7 +40,7 @@ CONFIGS: dict[str, dict] = {
         num_evals=20,
     ),
     "small": dict(
-        num_timesteps=40_000,
+        num_timesteps=60_000,
         num_envs=32,
         episode_length=30,
         policy_hidden=(64, 64),

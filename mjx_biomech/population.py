@@ -1,0 +1,209 @@
+"""Learning the base model's marker placement over many people (the trilevel fit).
+
+Every subject has its own motion and segment scales; every marker's offset is the sum of a
+*base* offset shared by the whole population and the subject's own offset, which a prior pulls
+towards 0. Steps draw a minibatch of subjects (smaller than the population), so the cost of a
+step does not grow with it. Anchored markers (by default the heels) keep a base offset of 0:
+with every marker free, a common shift of all markers is indistinguishable from a change of
+the body's pose and proportions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from . import losses, trajectories
+from ._io import InputError
+from .cameras import CameraRig
+from .capture import Capture
+from .fit import ADAM_B1, LR_DECAY, OFFSET_UNIT_M, WEIGHT_DECAY, _check_inputs
+from .params import BodyParams
+
+
+@dataclass(frozen=True)
+class _PopSetup:
+    model: object
+    marker_set: str
+    site_ids: tuple[int, ...]
+    cmap: trajectories.CoordinateMap
+    t_start: float
+    t_end: float
+    free_base: tuple[bool, ...]
+    scale_prior: tuple[bool, ...]
+    delta_px: float
+    offset_weight: float
+    base_weight: float
+    scale_weight: float
+
+
+class PopulationVariables(eqx.Module):
+    """``base`` (M, 3) cm shared offsets; per subject (leading axis S): spline ``control``
+    (S, K, A), ``log_scales`` (S, P) and own ``offsets`` (S, M, 3) cm."""
+
+    base: jax.Array
+    control: jax.Array
+    log_scales: jax.Array
+    offsets: jax.Array
+
+
+@dataclass
+class PopulationResult:
+    """The learned ``base_offsets`` (M, 3) m of the marker set (in each marker's body frame),
+    every subject's :class:`BodyParams` (base plus own offsets) and coordinates at the frames
+    (S, T, C), and the loss per step."""
+
+    marker_set: str
+    base_offsets: np.ndarray
+    params: list[BodyParams]
+    coords: np.ndarray
+    loss_history: np.ndarray
+
+
+def _subject_loss(setup: _PopSetup, base, control, log_scales, offsets, rig, keypoints, confidence, times, learn_base):
+    model = setup.model
+    traj = trajectories.SplineTrajectory(cmap=setup.cmap, control=control, t_start=setup.t_start, t_end=setup.t_end)
+    shared = base * jnp.asarray(setup.free_base, base.dtype)[:, None] * learn_base
+    S = len(model.site_names)
+    site_offsets = jnp.zeros((S, 3), base.dtype).at[np.asarray(setup.site_ids)].set((shared + offsets) * OFFSET_UNIT_M)
+    params = BodyParams(jnp.exp(log_scales), site_offsets)
+    q = traj(times)
+    pts = jax.vmap(lambda qi: model.markers(qi, params, setup.marker_set))(q)
+    r = losses.reprojection_residuals(rig, pts, keypoints, confidence, setup.delta_px)
+    prior = setup.offset_weight * jnp.sum(offsets**2)
+    prior = prior + setup.scale_weight * jnp.sum(log_scales[np.flatnonzero(setup.scale_prior)] ** 2)
+    return losses.sum_of_squares(r) / times.shape[0] + 0.5 * prior
+
+
+def _population_loss(v: PopulationVariables, setup: _PopSetup, data, batch, learn_base):
+    rigs, keypoints, confidence, times = data
+    take = lambda x: jnp.take(x, batch, axis=0)  # noqa: E731
+    per = jax.vmap(_subject_loss, in_axes=(None, None, 0, 0, 0, 0, 0, 0, None, None))(
+        setup, v.base, take(v.control), take(v.log_scales), take(v.offsets),
+        jax.tree_util.tree_map(take, rigs), take(keypoints), take(confidence), times, learn_base,
+    )
+    return jnp.mean(per) + 0.5 * setup.base_weight * jnp.sum(v.base**2)
+
+
+@eqx.filter_jit
+def _population_step(v, opt_state, setup, data, learn_base, lr, key, batch_size):
+    key, sub = jax.random.split(key)
+    S = v.control.shape[0]
+    batch = jax.random.choice(sub, S, (batch_size,), replace=False)
+    loss, g = eqx.filter_value_and_grad(_population_loss)(v, setup, data, batch, learn_base)
+    opt = optax.chain(optax.scale_by_adam(b1=ADAM_B1), optax.add_decayed_weights(WEIGHT_DECAY))
+    u, opt_state = opt.update(g, opt_state, v)
+    return eqx.apply_updates(v, jax.tree_util.tree_map(lambda x: -lr * x, u)), opt_state, loss, key
+
+
+def fit_population(
+    model,
+    subjects: Sequence[tuple[Capture | Sequence[Capture], CameraRig]],
+    marker_set: str,
+    steps: int = 3000,
+    batch_size: int = 4,
+    lr: float = 3e-2,
+    anchored: Sequence[str] | None = None,
+    learn_base: bool = True,
+    knots_per_second: float = 12.0,
+    huber_delta_px: float = 10.0,
+    offset_weight: float = 30.0,
+    base_weight: float = 0.01,
+    scale_weight: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    dtype=None,
+) -> PopulationResult:
+    """Fit many subjects at once with shared base marker offsets.
+
+    Args:
+        subjects: per subject ``(capture, rig)``: one trial each (a one-element list is
+            accepted); every trial must have the same cameras count, frames, fps and start time
+            (slice or pad them), so that subjects stack.
+        batch_size: subjects per step; must be smaller than the population.
+        anchored: keypoint names whose base offset stays 0 (default: those containing "heel"
+            or "hee").
+        learn_base: False fits every subject alone (the base stays 0): the baseline.
+        offset_weight: prior weight per (1 cm)² of a subject's own offsets; base_weight: the
+            same for the base (weak). Other arguments as for :func:`mjx_biomech.fit.fit`.
+    """
+    S = len(subjects)
+    if S < 2:
+        raise InputError(f"subjects: a population needs at least 2 subjects, got {S}")
+    if not 1 <= batch_size < S:
+        raise InputError(f"batch_size: expected 1 <= batch_size < {S} (the population), got {batch_size}")
+    dtype = dtype or jnp.result_type(float)
+    caps, rigs = [], []
+    for i, (cap, rig) in enumerate(subjects):
+        cap = cap[0] if isinstance(cap, (list, tuple)) and len(cap) == 1 else cap
+        if not isinstance(cap, Capture):
+            raise InputError(f"subjects[{i}]: expected one Capture per subject, got {type(cap).__name__}")
+        caps.append(_check_inputs(model, [cap], rig, marker_set)[0])
+        rigs.append(rig)
+    first = caps[0]
+    for i, cap in enumerate(caps):
+        if (cap.num_frames, cap.num_cameras, cap.fps, cap.start_time) != (first.num_frames, first.num_cameras, first.fps, first.start_time):
+            raise InputError(
+                f"subjects[{i}]: {cap.num_cameras} cameras, {cap.num_frames} frames at {cap.fps} Hz from {cap.start_time} s; "
+                f"expected those of subjects[0] ({first.num_cameras}, {first.num_frames}, {first.fps}, {first.start_time})"
+            )
+    names = model.marker_names(marker_set)
+    if anchored is None:
+        anchored = [n for n in names if "heel" in n.lower() or "hee" in n.lower()]
+    unknown = [a for a in anchored if a not in names]
+    if unknown:
+        raise InputError(f"anchored: {unknown} are not keypoints of marker set {marker_set!r}")
+    times = first.times
+    active = trajectories.observed_coordinates(model, marker_set) | trajectories.root_coordinates(model)
+    cmap = trajectories.coordinate_map(model, active=active)
+    controls, log_scales = [], []
+    P = len(model.scale_param_names)
+    for cap, rig in zip(caps, rigs):
+        guess = trajectories.initial_root(model, cap, rig, marker_set)
+        sp = trajectories.spline_from_coords(cmap, times, trajectories.fill_missing(times, guess.coords), knots_per_second, dtype)
+        controls.append(sp.control)
+        ls = np.zeros(P)
+        if "overall" in model.scale_param_names:
+            ls[model.scale_param_names.index("overall")] = math.log(guess.scale)
+        log_scales.append(ls)
+    M = len(names)
+    setup = _PopSetup(
+        model=model, marker_set=marker_set, site_ids=tuple(int(i) for i in model.marker_site_ids(marker_set)), cmap=cmap,
+        t_start=float(times[0]), t_end=float(times[-1]), free_base=tuple(n not in anchored for n in names),
+        scale_prior=tuple(n != "overall" for n in model.scale_param_names), delta_px=float(huber_delta_px),
+        offset_weight=float(offset_weight), base_weight=float(base_weight), scale_weight=float(scale_weight),
+    )
+    v = PopulationVariables(
+        base=jnp.zeros((M, 3), dtype), control=jnp.stack(controls), log_scales=jnp.asarray(np.stack(log_scales), dtype),
+        offsets=jnp.zeros((S, M, 3), dtype),
+    )
+    stacked_rig = jax.tree_util.tree_map(lambda *x: jnp.stack([jnp.asarray(a, dtype) for a in x]), *rigs)
+    data = (stacked_rig, jnp.asarray(np.stack([c.keypoints for c in caps]), dtype),
+            jnp.asarray(np.stack([c.confidence for c in caps]), dtype), jnp.asarray(times, dtype))
+    opt = optax.chain(optax.scale_by_adam(b1=ADAM_B1), optax.add_decayed_weights(WEIGHT_DECAY))
+    opt_state = opt.init(v)
+    key = jax.random.PRNGKey(seed)
+    history = []
+    flag = jnp.asarray(1.0 if learn_base else 0.0, dtype)
+    for step in tqdm(range(steps), desc="population fit", disable=not progress, leave=False):
+        lr_t = jnp.asarray(lr * LR_DECAY ** (step / steps), dtype)
+        v, opt_state, loss, key = _population_step(v, opt_state, setup, data, flag, lr_t, key, batch_size)
+        history.append(loss)
+    base = np.asarray(v.base, float) * np.asarray(setup.free_base)[:, None] * float(learn_base)
+    params, coords = [], []
+    for s in range(S):
+        total = (base + np.asarray(v.offsets[s], float)) * OFFSET_UNIT_M
+        offsets = np.zeros((len(model.site_names), 3))
+        offsets[np.asarray(setup.site_ids)] = total
+        params.append(BodyParams(jnp.exp(v.log_scales[s]), jnp.asarray(offsets)))
+        traj = trajectories.SplineTrajectory(cmap=cmap, control=v.control[s], t_start=setup.t_start, t_end=setup.t_end)
+        coords.append(np.asarray(traj(jnp.asarray(times, dtype)), float))
+    return PopulationResult(marker_set, base * OFFSET_UNIT_M, params, np.stack(coords), np.asarray(jnp.stack(history), float))

@@ -49,6 +49,8 @@ def load_policy(path: Path):
     from .train import network_factory
 
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"POLICY: {path} not found; expected a folder written by 'mjx-biomech train' or its policy.pkl")
     folder = path if path.is_dir() else path.parent
     policy_file = path if path.is_file() else folder / "policy.pkl"
     config_file = folder / "config.json"

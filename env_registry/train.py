@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small", help="PPO hyper-parameters (default: small)")
     parser.add_argument("--steps", type=int, help="environment steps (default: the config's)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (policy.pkl, config.json, checkpoints/)")
-    parser.add_argument("--reference", default="synthetic", help="'synthetic[:N]', a .mot file or a fit result folder")
+    parser.add_argument("--reference", default="synthetic", help="'synthetic[:N[:FIRST_SEED]]', a .mot file or a fit result folder")
     parser.add_argument("--model", default="lower_body", help="'lower_body', 'fullbody' or an MJCF/.osim path")
     parser.add_argument("--reward", choices=REWARDS, default="exp")
     parser.add_argument("--control", choices=CONTROLS, default="torque")

@@ -5,11 +5,15 @@ dropouts, 1 % outliers, the 87 BML-MoVi keypoints) is shared by every test, so t
 AdamW step is built once per module.
 """
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import mjx_biomech
-from mjx_biomech import synthetic
+from mjx_biomech import losses, synthetic, trajectories
+from mjx_biomech.cameras import project
 from mjx_biomech._io import InputError
 from mjx_biomech.capture import Capture
 from mjx_biomech.fit import fit
@@ -116,3 +120,46 @@ def test_an_interrupted_and_resumed_fit_equals_an_uninterrupted_one(model, trial
     # A checkpoint of another fit is refused rather than silently mixed in.
     with pytest.raises(InputError, match="belongs to a fit with other data or settings"):
         fit(model, trial["capture"], trial["rig"], MARKERS, checkpoint_dir=tmp_path, **dict(short, steps=41))
+
+
+def test_missing_observations_contribute_nothing_and_give_no_nan_gradients():
+    rig = synthetic.ring_rig(n_cameras=3)
+    rng = np.random.default_rng(0)
+    points = jnp.asarray(rng.normal(scale=0.3, size=(5, 4, 3)) + [0, 0, 0.9])
+    observed = np.asarray(project(rig, points)) + rng.normal(size=(3, 5, 4, 2))
+    conf = np.ones((3, 5, 4))
+    observed[0, 1, 2] = np.nan  # not detected
+    conf[1, 2, 3] = 0.0  # detected with zero confidence
+    far = points.at[4, 0].set(jnp.asarray(rig.centers[2]) + 0.0)  # a point at camera 3's centre (depth 0)
+
+    def loss(p):
+        return losses.sum_of_squares(losses.reprojection_residuals(rig, p, observed, conf, delta_px=2.0))
+
+    g = jax.grad(loss)(far)
+    assert np.all(np.isfinite(np.asarray(g)))
+    # Changing a masked observation changes nothing.
+    moved = observed.copy()
+    moved[1, 2, 3] += 50.0
+    assert float(losses.sum_of_squares(losses.reprojection_residuals(rig, far, moved, conf, 2.0))) == pytest.approx(float(loss(far)))
+    # Huber: beyond delta the loss grows linearly, with the weighted residual's half square equal to it.
+    d = jnp.array([[3.0, 4.0]])
+    r = losses.robust_residuals(d, jnp.array([0.5]), delta=2.0)
+    assert 0.5 * float(jnp.sum(r**2)) == pytest.approx(0.5 * 2.0 * (5.0 - 1.0))
+
+
+def test_trajectories_stay_in_joint_ranges_and_the_mlp_encodes_time_in_29_dimensions(model, trial):
+    cmap = trajectories.coordinate_map(model)
+    times, coords = trial["times"], trial["coords"]
+    spline = trajectories.spline_from_coords(cmap, times, coords, knots_per_second=12.0)
+    wild = eqx.tree_at(lambda sp: sp.control, spline, 50.0 * jnp.sign(spline.control))
+    q = np.asarray(wild(jnp.asarray(times)))
+    lo, hi = model.coordinate_ranges.T
+    bounded = ~trajectories.root_coordinates(model)
+    assert np.all((q[:, bounded] >= lo[bounded] - 1e-12) & (q[:, bounded] <= hi[bounded] + 1e-12))
+    # The spline through the walk reproduces it (knee within 3 degrees: the margin at full extension).
+    knee = model.coordinate_names.index("knee_angle_r")
+    assert np.max(np.abs(np.asarray(spline(jnp.asarray(times)))[:, knee] - coords[:, knee])) < np.radians(3.0)
+    assert trajectories.time_encoding(jnp.asarray(times), 0.0, 1.5).shape == (len(times), 29)
+    mlp = trajectories.mlp_from_coords(cmap, times, coords, jax.random.PRNGKey(0), width=32, depth=2)
+    assert mlp(jnp.asarray(times)).shape == coords.shape
+

@@ -166,3 +166,38 @@ def test_reference_shorter_than_future_frames_is_a_clear_error(task):
 def test_unknown_reference_source_is_a_clear_error():
     with pytest.raises(InputError, match="not_a_file.mot"):
         make_task(reference="not_a_file.mot")
+
+
+def test_reference_from_mot_file_and_fit_folder(task, tmp_path):
+    from converters import mot
+
+    names = task.body.model.coordinate_names
+    coords = task.reference.coords[0, : task.reference.lengths[0]]
+    times = np.arange(len(coords)) / task.config.fps
+    rotational = [n for n, kind in zip(names, task.body.model.coordinate_motion) if kind == "rotational"]
+    # An extra upper-body column, as a full-body fit writes: the lower-body model ignores it.
+    values = np.concatenate([coords, np.full((len(coords), 1), 0.3)], axis=1)
+    mot.write_mot(tmp_path / "trial.mot", times, list(names) + ["arm_flex_r"], values, rotational + ["arm_flex_r"])
+    from_file = reference_lib.load_reference(str(tmp_path / "trial.mot"), task.body, task.config.fps)
+    np.testing.assert_allclose(from_file.coords[0], coords, atol=1e-6)  # .mot stores degrees as text
+    from_folder = reference_lib.load_reference(str(tmp_path), task.body, task.config.fps)
+    assert from_folder.names == ("trial.mot",) and from_folder.lengths.tolist() == [len(coords)]
+    # At half the frame rate every other frame remains.
+    half = reference_lib.load_reference(str(tmp_path / "trial.mot"), task.body, task.config.fps / 2)
+    np.testing.assert_allclose(half.coords[0], coords[::2], atol=1e-6)
+
+
+def test_pd_control_follows_its_formula(task):
+    pd_task = dataclasses.replace(task, config=dataclasses.replace(task.config, control="pd"))
+    body, j = task.body, task.num_joints
+    rng = np.random.default_rng(1)
+    action = rng.uniform(-1, 1, pd_task.action_size)
+    q, qdot = rng.uniform(-0.5, 0.5, j), rng.uniform(-2, 2, j)
+    ctrl = pd_task.controls(action, q, qdot)
+    for i in range(j):
+        lo, hi = body.joint_range[i]
+        setpoint = (lo + hi) / 2 + action[i] * (hi - lo) / 2
+        kp = 300.0 * (action[j + i] + 1) / 2  # kp_max = 300 N·m/rad
+        torque = kp * (setpoint - q[i]) - kp * 0.05 * qdot[i]  # damping time 0.05 s
+        assert ctrl[i] == pytest.approx(np.clip(torque / body.gear[i], -1, 1), rel=1e-12)
+    np.testing.assert_array_equal(ctrl[j:], action[2 * j :])  # the pelvis wrench passes through

@@ -54,6 +54,11 @@ def test_gymnasium_make_passes_configuration_fields():
     env = gymnasium.make(env_registry.GYM_ID, reference=REFERENCE, control="pd", future_frames=1)
     # PD control: a setpoint and a gain per joint, plus the pelvis wrench
     assert env.action_space.shape == (2 * 10 + 6,)
+    env.reset(seed=0)
+    obs, reward, *_ = env.step(np.zeros(env.action_space.shape))
+    assert obs.shape == env.observation_space.shape and np.isfinite(reward)
+    # the joint motors received PD torques (mid-range setpoints, half the largest stiffness)
+    assert np.any(np.abs(env.unwrapped.data.ctrl[env.unwrapped.task.body.joint_actuators]) > 0.01)
 
 
 def test_myosuite_make_env_builds_the_cpu_environment(task):

@@ -238,16 +238,20 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(out / "report.json", json.dumps({"policy": str(args.policy), "reference": args.reference, "trajectories": reports}, indent=2))
     table = Table(title=f"gait metrics after the first {SKIP_FRAMES} frames")
     table.add_column("trajectory")
+    table.add_column("frames followed")
     for joint in JOINTS:
         table.add_column(f"{joint} RMSE / bias-removed (°)")
     table.add_column("speed (m/s)")
     table.add_column("strike timing (ms)")
     for r in reports:
-        cells = [f"{r.get(f'{j}_rmse_deg', float('nan')):.1f} / {r.get(f'{j}_bias_removed_rmse_deg', float('nan')):.1f}" for j in JOINTS]
+        cells = [
+            f"{r[f'{j}_rmse_deg']:.1f} / {r[f'{j}_bias_removed_rmse_deg']:.1f}" if f"{j}_rmse_deg" in r else "–"
+            for j in JOINTS
+        ]
         speed = r.get("walking_speed_per_cycle_mps", [])
         timing = r.get("strike_timing_errors_r_s", []) + r.get("strike_timing_errors_l_s", [])
         table.add_row(
-            r["trajectory"], *cells,
+            r["trajectory"], f"{r['frames']}{' (ended early)' if r['ended_early'] else ''}", *cells,
             f"{np.mean(speed):.2f}" if speed else "–",
             f"{1000 * np.mean(np.abs(timing)):.0f}" if timing else "–",
         )  # fmt: skip

@@ -20,6 +20,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/fk.py
+	$(PY) benchmarks/convert.py
+	$(PY) benchmarks/fit.py
+	$(PY) benchmarks/env.py
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from mjx_biomech._io import InputError
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "model": ("mjx_biomech.model_cli", "inspect or scale a body model"),
@@ -37,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
             mod.add_arguments(p)
             p.set_defaults(_run=mod.run)
     args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except InputError as e:
+        # Bad input is the user's to fix: one line naming the file or argument, no traceback.
+        print(f"mjx-biomech {chosen}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -65,9 +65,10 @@ class FitResult:
 
     def markers(self, trial: int = 0) -> np.ndarray:
         """(T, J, 3) model markers of the marker set at the trial's frames (m, world)."""
+        from .trajectories import markers_along
+
         params = jax.tree_util.tree_map(jnp.asarray, self.params)
-        fn = jax.jit(jax.vmap(lambda q: self.model.markers(q, params, self.marker_set)))
-        return np.asarray(fn(jnp.asarray(self.trials[trial].coords)), float)
+        return np.asarray(markers_along(self.model, params, jnp.asarray(self.trials[trial].coords), self.marker_set), float)
 
     def reprojection_errors(self, trial: int = 0) -> np.ndarray:
         """(C, T, J) pixel distance between the projected model markers and the keypoints."""

@@ -20,6 +20,7 @@ from ._io import InputError
 from .cameras import Camera, CameraRig, project
 from .capture import Capture
 from .params import BodyParams
+from .trajectories import markers_along
 
 # Normative sagittal and frontal joint angles over one gait cycle, from right heel strike
 # (percent of the cycle, degrees), after Perry & Burnfield (2010) and Winter (2009): hip
@@ -312,7 +313,7 @@ def capture(
     dt = np.diff(times)
     if not np.allclose(dt, dt[0], rtol=1e-6, atol=1e-9) or dt[0] <= 0:
         raise InputError("capture: times must be evenly spaced and increasing")
-    markers = np.asarray(jax.jit(jax.vmap(lambda q: model.markers(q, params, marker_set)))(jnp.asarray(coords)))
+    markers = np.asarray(markers_along(model, params, jnp.asarray(coords), marker_set))
     uv, depth = project(rig, markers, return_depth=True)
     uv, depth = np.asarray(uv, float), np.asarray(depth, float)
     shape = uv.shape[:-1]

@@ -391,3 +391,10 @@ def fill_missing(times: np.ndarray, coords: np.ndarray) -> np.ndarray:
         if ok.any() and not ok.all():
             out[:, c] = np.interp(times, times[ok], out[ok, c])
     return out
+
+
+@eqx.filter_jit
+def markers_along(model, params, coords, marker_set: str | None) -> Array:
+    """(T, J, 3) markers of ``marker_set`` at every row of ``coords`` (T, C); compiled once per
+    model, marker set and shape (the model is a static argument, hashed by identity)."""
+    return jax.vmap(lambda q: model.markers(q, params, marker_set))(coords)

@@ -57,3 +57,17 @@ def test_model_commands_name_bad_input(argv, message, capsys, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from mjx_biomech._io import write_text_atomic
+
+    umask = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "x.txt", "hello")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

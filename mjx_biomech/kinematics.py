@@ -63,8 +63,21 @@ def _quat_to_mat(q) -> Array:
 
 
 def _axis_angle_to_mat(axis: np.ndarray, angle) -> Array:
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    principal = np.flatnonzero(np.abs(axis) > 1 - 1e-12)
+    if principal.size == 1:
+        # Rotation about a body axis: write the matrix directly (a much smaller program to compile).
+        k = int(principal[0])
+        s = s * np.sign(axis[k])
+        i, j = (k + 1) % 3, (k + 2) % 3
+        one, zero = jnp.ones_like(c), jnp.zeros_like(c)
+        rows = [[None] * 3 for _ in range(3)]
+        rows[k][k], rows[k][i], rows[k][j] = one, zero, zero
+        rows[i][k], rows[j][k] = zero, zero
+        rows[i][i], rows[i][j], rows[j][i], rows[j][j] = c, -s, s, c
+        return jnp.stack([jnp.stack(r) for r in rows])
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + jnp.sin(angle) * k + (1 - jnp.cos(angle)) * (k @ k)
+    return np.eye(3) + s * k + (1 - c) * (k @ k)
 
 
 class KinematicTree:
@@ -116,8 +129,8 @@ class KinematicTree:
         xmat = [jnp.eye(3, dtype=dtype)] * self.nbody
         for body in self.bodies:
             pmat, ppos = xmat[body.parent], xpos[body.parent]
-            pos = ppos + pmat @ (body.pos * body_scale[body.parent])
-            mat = pmat @ body.rot
+            pos = ppos + pmat @ (body.pos * body_scale[body.parent]) if body.pos.any() else ppos
+            mat = pmat if np.allclose(body.rot, np.eye(3), atol=0) else pmat @ body.rot
             for jnt in body.joints:
                 q = qpos[jnt.qposadr]
                 if jnt.kind == mujoco.mjtJoint.mjJNT_FREE:
@@ -126,13 +139,17 @@ class KinematicTree:
                 elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
                     pos = pos + mat @ (jnt.axis * (q - jnt.qpos0))
                 else:
-                    anchor = jnt.anchor * body_scale[body.index]
-                    xanchor = pos + mat @ anchor
                     if jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
-                        mat = mat @ _axis_angle_to_mat(jnt.axis, q - jnt.qpos0)
+                        rot = _axis_angle_to_mat(jnt.axis, q - jnt.qpos0)
                     else:
-                        mat = mat @ _quat_to_mat(qpos[jnt.qposadr : jnt.qposadr + 4])
-                    pos = xanchor - mat @ anchor
+                        rot = _quat_to_mat(qpos[jnt.qposadr : jnt.qposadr + 4])
+                    if jnt.anchor.any():
+                        anchor = jnt.anchor * body_scale[body.index]
+                        xanchor = pos + mat @ anchor
+                        mat = mat @ rot
+                        pos = xanchor - mat @ anchor
+                    else:
+                        mat = mat @ rot
             xpos[body.index] = pos
             xmat[body.index] = mat
         xpos_a = jnp.stack(xpos)

@@ -26,7 +26,7 @@ def test_quick_demo_writes_every_output_and_its_report(tmp_path, capsys):
     assert report["gc5"] > 0.9
     assert set(report["metrics"]["trials"]["walk"]["per_camera"]) == {f"cam{i}" for i in range(1, 9)}
     motion = read_mot(out / "walk.mot")
-    assert "knee_angle_r" in motion.names and len(motion.times) == 45
+    assert "knee_angle_r" in motion.names and len(motion.times) == 90  # 3 s at 30 fps
     markers = read_trc(out / "walk_markers.trc")
     assert len(markers.marker_names) == 87
     for name in ("model_scaled.xml", "calibration_refined.toml", "plots/gc_curve.png", "plots/walk_reprojection.png",

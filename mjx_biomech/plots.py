@@ -34,7 +34,7 @@ def reprojection_overlay(result, path, trial: int = 0, frame: int | None = None)
     C = len(result.rig)
     cols = min(C, 4)
     rows = (C + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 3.6 * rows), squeeze=False)
     for c, ax in enumerate(axes.ravel()):
         if c >= C:
             ax.axis("off")
@@ -44,8 +44,16 @@ def reprojection_overlay(result, path, trial: int = 0, frame: int | None = None)
         ok = conf > 0
         ax.scatter(kp[ok, 0], kp[ok, 1], s=10, c="tab:blue", alpha=np.clip(conf[ok], 0.2, 1), label="keypoints")
         ax.scatter(uv[c, :, 0], uv[c, :, 1], s=14, marker="x", c="tab:red", label="model")
-        ax.set_xlim(0, w)
-        ax.set_ylim(h, 0)
+        # Zoom on the person (keypoints and model markers, 10 % margin), clipped to the image.
+        pts = np.concatenate([kp[ok], uv[c][np.all(np.isfinite(uv[c]), axis=1)]])
+        if len(pts):
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            pad = 0.1 * max(hi - lo) + 10
+            lo, hi = np.maximum(lo - pad, 0), np.minimum(hi + pad, (w, h))
+        else:
+            lo, hi = np.zeros(2), np.array([w, h], float)
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(hi[1], lo[1])
         ax.set_aspect("equal")
         ax.set_title(result.rig.names[c], fontsize=8)
         ax.tick_params(labelsize=6)

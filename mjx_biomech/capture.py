@@ -8,6 +8,8 @@ confidence 0; the constructor enforces that pairing so downstream losses can tru
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import re
@@ -79,19 +81,6 @@ class Capture(eqx.Module):
         """(T,) time of every frame in seconds."""
         return self.start_time + np.arange(self.num_frames) / self.fps
 
-    def _replace(self, **changes) -> "Capture":
-        fields = dict(
-            keypoints=self.keypoints,
-            confidence=self.confidence,
-            fps=self.fps,
-            keypoint_names=self.keypoint_names,
-            camera_names=self.camera_names,
-            name=self.name,
-            start_time=self.start_time,
-        )
-        fields.update(changes)
-        return Capture(**fields)
-
     def slice(self, t0: float, t1: float) -> "Capture":
         """The frames with ``t0 <= time < t1`` (seconds); ``start_time`` follows the first kept frame."""
         # Compare in frames with a tolerance so that a bound on a frame's time keeps that frame
@@ -104,7 +93,8 @@ class Capture(eqx.Module):
                 f"slice({t0}, {t1}): no frame of capture {self.name!r} lies in that interval "
                 f"(frames span {self.times[0]:.4f} to {self.times[-1]:.4f} s)"
             )
-        return self._replace(
+        return dataclasses.replace(
+            self,
             keypoints=self.keypoints[:, keep], confidence=self.confidence[:, keep], start_time=self.times[keep[0]]
         )
 
@@ -134,7 +124,8 @@ class Capture(eqx.Module):
         """This capture with its cameras in the rig's order (after :meth:`validate`)."""
         self.validate(rig)
         order = [self.camera_names.index(c) for c in rig.names]
-        return self._replace(
+        return dataclasses.replace(
+            self,
             keypoints=self.keypoints[order], confidence=self.confidence[order], camera_names=tuple(rig.names)
         )
 

@@ -90,6 +90,41 @@ def _geom_size(gtype, size: np.ndarray, s_geom: np.ndarray) -> np.ndarray:
     return size * _size_scale(s_geom)
 
 
+def scaled_mass_properties(m0: mujoco.MjModel, bscale: np.ndarray, total_mass: float | None = None) -> dict:
+    """Body id -> (mass, principal moments, iquat, ipos) of every massive body after scaling.
+
+    ``total_mass`` (kg), when given, rescales every mass and inertia after geometric scaling.
+    """
+    scaled = {
+        b: (*scaled_inertia(m0.body_mass[b], m0.body_inertia[b], m0.body_iquat[b], bscale[b]), m0.body_ipos[b] * bscale[b])
+        for b in range(1, m0.nbody)
+        if m0.body_mass[b] > 0
+    }
+    factor = 1.0 if total_mass is None else total_mass / sum(v[0] for v in scaled.values())
+    out = {}
+    for b, (mass, inertia, ipos) in scaled.items():
+        moments, quat = principal_inertia(inertia * factor)
+        out[b] = (mass * factor, moments, quat, ipos)
+    return out
+
+
+def scaled_equality_data(m0: mujoco.MjModel, e: int, data: np.ndarray, bscale: np.ndarray) -> np.ndarray:
+    """Equality ``e``'s data with anchors (connect, weld) and translational couplings scaled."""
+    data = np.array(data, float)
+    kind, obj1, obj2 = int(m0.eq_type[e]), m0.eq_obj1id[e], m0.eq_obj2id[e]
+    if kind == int(mujoco.mjtEq.mjEQ_CONNECT):
+        data[0:3] *= bscale[obj1]
+        data[3:6] *= bscale[obj2]
+    elif kind == int(mujoco.mjtEq.mjEQ_WELD):
+        data[0:3] *= bscale[obj2]
+        data[3:6] *= bscale[obj1]
+    elif kind == int(mujoco.mjtEq.mjEQ_JOINT) and int(m0.jnt_type[obj1]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
+        body = m0.jnt_bodyid[obj1]
+        axis = _rot(m0.body_quat[body]) @ m0.jnt_axis[obj1]
+        data[0:5] *= np.linalg.norm(bscale[m0.body_parentid[body]] * axis)
+    return data
+
+
 def scaled_spec(model: "BiomechModel", params: BodyParams, total_mass: float | None = None) -> mujoco.MjSpec:
     """A copy of the model's ``MjSpec`` with this person's geometry and mass properties."""
     if model.spec is None:
@@ -144,29 +179,17 @@ def scaled_spec(model: "BiomechModel", params: BodyParams, total_mass: float | N
 
     _scale_meshes(spec, mesh_scales)
 
-    mass_factor = 1.0
-    new_mass = {}
+    properties = scaled_mass_properties(m0, bscale, total_mass)
     for body in spec.bodies[1:]:
-        b = body.id
-        if m0.body_mass[b] <= 0:
+        if body.id not in properties:
             continue
-        s = bscale[b]
-        mass, inertia = scaled_inertia(m0.body_mass[b], m0.body_inertia[b], m0.body_iquat[b], s)
-        new_mass[b] = (body, mass, inertia, np.asarray(m0.body_ipos[b]) * s)
-    if total_mass is not None:
-        current = sum(v[1] for v in new_mass.values())
-        mass_factor = total_mass / current
-    for body, mass, inertia, ipos in new_mass.values():
         body.explicitinertial = True
-        body.mass = mass * mass_factor
-        body.ipos = ipos
-        moments, quat = principal_inertia(inertia * mass_factor)
-        body.inertia = moments
-        body.iquat = quat
+        body.mass, body.inertia, body.iquat, body.ipos = properties[body.id]
         body.fullinertia = [np.nan, 0.0, 0.0, 0.0, 0.0, 0.0]
     spec.compiler.inertiafromgeom = mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_AUTO
 
-    _scale_equalities(model, spec, bscale)
+    for eq in spec.equalities:
+        eq.data = scaled_equality_data(m0, eq.id, eq.data, bscale)
 
     scaled = spec.compile()
     _rescale_lengths(spec, m0, scaled)
@@ -198,28 +221,6 @@ def _scale_meshes(spec: mujoco.MjSpec, mesh_scales: dict[str, dict[tuple, list]]
             copy.scale = np.asarray(mesh.scale) * np.array(s)
             for geom in geoms:
                 geom.meshname = copy.name
-
-
-def _scale_equalities(model: "BiomechModel", spec: mujoco.MjSpec, bscale: np.ndarray) -> None:
-    m0 = model.mj_model
-    for eq in spec.equalities:
-        e = eq.id
-        data = np.array(eq.data, float)
-        if eq.type == mujoco.mjtEq.mjEQ_CONNECT:
-            b1, b2 = m0.eq_obj1id[e], m0.eq_obj2id[e]
-            data[0:3] *= bscale[b1]
-            data[3:6] *= bscale[b2]
-        elif eq.type == mujoco.mjtEq.mjEQ_WELD:
-            b1, b2 = m0.eq_obj1id[e], m0.eq_obj2id[e]
-            data[0:3] *= bscale[b2]
-            data[3:6] *= bscale[b1]
-        elif eq.type == mujoco.mjtEq.mjEQ_JOINT:
-            j1 = m0.eq_obj1id[e]
-            if int(m0.jnt_type[j1]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
-                body = m0.jnt_bodyid[j1]
-                axis = _rot(m0.body_quat[body]) @ m0.jnt_axis[j1]
-                data[0:5] *= np.linalg.norm(bscale[m0.body_parentid[body]] * axis)
-        eq.data = data
 
 
 def _rescale_lengths(spec: mujoco.MjSpec, m0: mujoco.MjModel, scaled: mujoco.MjModel) -> None:
@@ -352,32 +353,10 @@ def scaled_compiled_model(model: "BiomechModel", params: BodyParams, total_mass:
         if len(scales) == 1:
             adr, num = m0.mesh_vertadr[mesh], m0.mesh_vertnum[mesh]
             m.mesh_vert[adr : adr + num] = m0.mesh_vert[adr : adr + num] * np.array(next(iter(scales)), dtype=np.float32)
-    factor = 1.0
-    masses = {}
-    for b in range(1, m0.nbody):
-        if m0.body_mass[b] > 0:
-            masses[b] = scaled_inertia(m0.body_mass[b], m0.body_inertia[b], m0.body_iquat[b], s[b])
-    if total_mass is not None:
-        factor = total_mass / sum(v[0] for v in masses.values())
-    for b, (mass, inertia) in masses.items():
-        moments, quat = principal_inertia(inertia * factor)
-        m.body_mass[b] = mass * factor
-        m.body_inertia[b] = moments
-        m.body_iquat[b] = quat
-        m.body_ipos[b] = m0.body_ipos[b] * s[b]
+    for b, (mass, moments, quat, ipos) in scaled_mass_properties(m0, s, total_mass).items():
+        m.body_mass[b], m.body_inertia[b], m.body_iquat[b], m.body_ipos[b] = mass, moments, quat, ipos
     for e in range(m0.neq):
-        kind = int(m0.eq_type[e])
-        b1, b2 = m0.eq_obj1id[e], m0.eq_obj2id[e]
-        if kind == int(mujoco.mjtEq.mjEQ_CONNECT):
-            m.eq_data[e, 0:3] = m0.eq_data[e, 0:3] * s[b1]
-            m.eq_data[e, 3:6] = m0.eq_data[e, 3:6] * s[b2]
-        elif kind == int(mujoco.mjtEq.mjEQ_WELD):
-            m.eq_data[e, 0:3] = m0.eq_data[e, 0:3] * s[b2]
-            m.eq_data[e, 3:6] = m0.eq_data[e, 3:6] * s[b1]
-        elif kind == int(mujoco.mjtEq.mjEQ_JOINT) and int(m0.jnt_type[b1]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
-            body = m0.jnt_bodyid[b1]
-            axis = _rot(m0.body_quat[body]) @ m0.jnt_axis[b1]
-            m.eq_data[e, 0:5] = m0.eq_data[e, 0:5] * np.linalg.norm(s[m0.body_parentid[body]] * axis)
+        m.eq_data[e] = scaled_equality_data(m0, e, m0.eq_data[e], s)
     mujoco.mj_setConst(m, mujoco.MjData(m))
     with np.errstate(divide="ignore", invalid="ignore"):
         t_ratio = np.where(m0.tendon_length0 > 0, m.tendon_length0 / m0.tendon_length0, 1.0)

@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as _replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,7 +34,7 @@ import optax
 import optimistix as optx
 from tqdm.auto import tqdm
 
-from . import losses, trajectories
+from . import bundle, losses, trajectories
 from ._io import InputError
 from .cameras import CameraRig, rodrigues
 from .capture import Capture
@@ -84,12 +84,26 @@ class FitVariables(eqx.Module):
         return BodyParams(jnp.exp(self.log_scales), offsets)
 
     def rig(self, rig: CameraRig, ba_on) -> CameraRig:
-        # The first camera stays put: it fixes the world frame that the others move in.
-        mask = (jnp.arange(len(rig)) > 0)[:, None] * ba_on
-        d = self.camera * mask
-        rvec = rig.rvec + d[:, :3]
-        centers = rig.centers + d[:, 3:]
-        return rig.with_extrinsics(rvec, -jnp.einsum("cij,cj->ci", rodrigues(rvec), centers))
+        return moved_rig(rig, self.camera, ba_on)
+
+
+def moved_rig(rig: CameraRig, camera: jax.Array, ba_on=1.0) -> CameraRig:
+    """``rig`` with camera moves ``camera`` (C, 6) (rotation vector change, rad; centre change,
+    m) applied where ``ba_on``, the gauge of bundle adjustment fixed: the first camera stays put
+    (the world's position and orientation) and the second stays at its distance from the first
+    (the world's scale, which images alone cannot tell: the whole scene and the person scaled
+    about the first camera look the same), moving only on that sphere."""
+    C = len(rig)
+    mask = (jnp.arange(C) > 0)[:, None] * ba_on
+    d = camera * mask
+    rvec = rig.rvec + d[:, :3]
+    centers = rig.centers + d[:, 3:]
+    if C > 1:
+        base = rig.centers[1] - rig.centers[0]
+        radius = jnp.linalg.norm(base)
+        arm = centers[1] - rig.centers[0]
+        centers = centers.at[1].set(rig.centers[0] + radius * arm / jnp.linalg.norm(arm))
+    return rig.with_extrinsics(rvec, -jnp.einsum("cij,cj->ci", rodrigues(rvec), centers))
 
 
 class _Trial(eqx.Module):
@@ -109,7 +123,7 @@ def _trial_residuals(setup: _Setup, traj, params: BodyParams, rig: CameraRig, tr
 
 def _prior_residuals(setup: _Setup, v: FitVariables) -> list[jax.Array]:
     # Camera moves in units of 0.01 rad and 1 cm: the data decide, the prior only fixes what
-    # they leave free (moving every camera and the body together, e.g. a change of scale).
+    # they leave free (a camera that sees too little of the person to be placed).
     out = [math.sqrt(setup.offset_weight) * v.offsets.ravel(), math.sqrt(setup.camera_weight) * v.camera.ravel() / 0.01]
     if any(setup.scale_prior):
         out.append(math.sqrt(setup.scale_weight) * v.log_scales[np.flatnonzero(setup.scale_prior)])
@@ -178,26 +192,75 @@ def _lm_solve(v, setup, rig, trials, ba_on, steps: int):
 _lm_solve_jit = eqx.filter_jit(_lm_solve)
 
 
-def _camera_residuals(camera, args):
-    setup, v, rig, points, trials = args
-    r = eqx.tree_at(lambda t: t.camera, v, camera).rig(rig, 1.0)
-    parts = [losses.reprojection_residuals(r, p, t.keypoints, t.confidence, setup.delta_px).ravel() / math.sqrt(t.times.shape[0])
-             for p, t in zip(points, trials)]
-    return jnp.concatenate(parts + [math.sqrt(setup.camera_weight) * camera.ravel() / 0.01])
+# ------------------------------------------------------------------ joint bundle adjustment
+# Levenberg–Marquardt over every frame's pose, the body parameters and the cameras together
+# (:mod:`mjx_biomech.bundle`). A frame's pose is ``u``: the trajectory's unconstrained values of
+# the active coordinates (logits of bounded ones, the root's own values), so joint ranges hold.
 
 
-@eqx.filter_jit
-def _polish_cameras(v, setup, rig, trials, steps: int = 50):
-    """Levenberg–Marquardt on the camera moves alone, the body held: each camera's pose from the
-    fitted 3D markers (a resection), which first-order steps approach only slowly along the
-    valley where a sideways move and a turn look alike."""
-    params = v.params(setup)
-    points = [jax.vmap(lambda q: setup.model.markers(q, params, setup.marker_set))(traj(t.times))
-              for traj, t in zip(v.trajectories, trials)]
-    points = jax.lax.stop_gradient(points)
-    solver = optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)
-    sol = optx.least_squares(_camera_residuals, solver, v.camera, args=(setup, v, rig, points, trials), max_steps=steps, throw=False)
-    return eqx.tree_at(lambda t: t.camera, v, sol.value)
+def _shared_vector(v: FitVariables) -> jax.Array:
+    return jnp.concatenate([v.log_scales, v.offsets.ravel(), v.camera.ravel()])
+
+
+def _unpack_shared(p, setup: _Setup, cameras: int) -> FitVariables:
+    P, M = len(setup.model.scale_param_names), len(setup.site_ids)
+    return FitVariables((), p[:P], p[P:P + 3 * M].reshape(M, 3), p[P + 3 * M:].reshape(cameras, 6))
+
+
+def _ba_residual(u, p, frame, args):
+    setup, rig, cmap = args
+    t, keypoints, confidence, weight = frame
+    v = _unpack_shared(p, setup, len(rig))
+    coords = cmap.to_coords(u[None], t[None])[0]
+    points = setup.model.markers(coords, v.params(setup), setup.marker_set)
+    r = losses.reprojection_residuals(v.rig(rig, 1.0), points, keypoints, confidence, setup.delta_px)
+    return jnp.sqrt(weight) * r.ravel()
+
+
+def _ba_prior(p, args):
+    setup, rig, _ = args
+    return jnp.concatenate(_prior_residuals(setup, _unpack_shared(p, setup, len(rig))))
+
+
+def _root_line(cmap, times) -> np.ndarray:
+    """(T, A): the straight line the trajectory adds to its root coordinates (0 for others)."""
+    a = np.asarray(cmap.active, int)
+    line = np.asarray(cmap.intercept)[a] + np.asarray(cmap.slope)[a] * (np.asarray(times)[:, None] - cmap.t0)
+    return np.where(np.asarray(cmap.bounded)[a], 0.0, line)
+
+
+def _joint_bundle_adjustment(v: FitVariables, setup: _Setup, rig: CameraRig, trials, iterations: int, progress: bool) -> FitVariables:
+    """Bundle adjustment proper: per-frame poses, body parameters and camera moves refined
+    together on every frame of every trial; then each spline trajectory is refitted to its
+    trial's refined poses (an MLP keeps its weights and follows in the steps after)."""
+    dtype = v.log_scales.dtype
+    cmap0 = None
+    us, frames = [], []
+    for traj, trial in zip(v.trajectories, trials):
+        times = np.asarray(trial.times, float)
+        T = len(times)
+        line = _root_line(traj.cmap, times)
+        us.append(np.asarray(traj.raw(trial.times), float) + line)
+        cmap0 = cmap0 or _replace(traj.cmap, intercept=(0.0,) * len(traj.cmap.intercept), slope=(0.0,) * len(traj.cmap.slope))
+        frames.append((trial.times, jnp.moveaxis(trial.keypoints, 1, 0), jnp.moveaxis(trial.confidence, 1, 0),
+                       jnp.full((T,), 1.0 / T, dtype)))
+    u = jnp.asarray(np.concatenate(us), dtype)
+    data = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *frames)
+    u, p, _ = bundle.schur_levenberg_marquardt(_ba_residual, _ba_prior, u, _shared_vector(v), data, (setup, rig, cmap0),
+                                               iterations=iterations, progress=progress)
+    shared = _unpack_shared(p, setup, len(rig))
+    trajs, start = [], 0
+    for traj, trial in zip(v.trajectories, trials):
+        times = np.asarray(trial.times, float)
+        z = np.asarray(u[start:start + len(times)], float) - _root_line(traj.cmap, times)
+        start += len(times)
+        if isinstance(traj, trajectories.SplineTrajectory):
+            # Through the coordinates, so that poses at a joint's limit (logits anywhere towards
+            # infinity) become logits a little inside it.
+            coords = np.asarray(traj.cmap.to_coords(jnp.asarray(z, dtype), trial.times), float)
+            traj = trajectories.spline_from_z(traj, times, traj.cmap.to_z(coords, times))
+        trajs.append(traj)
+    return FitVariables(tuple(trajs), shared.log_scales, shared.offsets, shared.camera)
 
 
 @eqx.filter_jit
@@ -301,6 +364,7 @@ def fit(
     bundle_adjust: bool = True,
     ba_start_fraction: float = 0.75,
     ba_lr: float = 1e-3,
+    ba_iterations: int = 10,
     time_points_per_step: int = 300,
     knots_per_second: float = 12.0,
     mlp_width: int = 128,
@@ -330,15 +394,19 @@ def fit(
             exponentially 1000-fold over ``steps``, ``time_points_per_step`` random frames per
             trial per step) or ``"lm"`` (Levenberg–Marquardt on every frame, ``steps``
             iterations; spline only).
-        bundle_adjust: free camera extrinsics (rotation, centre; the first camera held) for
-            the last ``1 − ba_start_fraction`` of the steps: the cameras are first resected by
-            Levenberg–Marquardt with the body held, then refined with it by Adam, then resected
-            again, with Adam learning rate ``ba_lr`` (decaying
-            1000-fold over that phase).
+        bundle_adjust: free camera extrinsics for the last ``1 − ba_start_fraction`` of the
+            steps, the gauge fixed by the first camera (held) and the distance from it to the
+            second (kept). At that point a Levenberg–Marquardt bundle adjustment refines every
+            frame's pose, the body parameters and the cameras together (``ba_iterations``
+            iterations, :mod:`mjx_biomech.bundle`); the steps after it refine the trajectories
+            with the cameras moving at Adam learning rate ``ba_lr`` (decaying 1000-fold over
+            that phase), and a last bundle adjustment ends the fit.
         huber_delta_px: Huber threshold (px). offset_weight: prior weight per (1 cm)² of marker
             offset. scale_weight: prior weight on log scales of groups other than ``overall``.
             smooth_weight: weight of squared accelerations (Adam only). camera_weight: prior
-            weight per (0.01 rad)² and (1 cm)² of camera movement in bundle adjustment.
+            weight per (0.01 rad)² and (1 cm)² of camera movement in bundle adjustment, divided
+            by the number of frames (the reprojection term averages over frames, so this is
+            the weight against the sum over frames: a longer capture outweighs it more).
         checkpoint_dir: with Adam, the state is saved there every ``checkpoint_every`` steps
             and a fit with the same data and settings resumes from it (the result equals an
             uninterrupted fit's).
@@ -370,7 +438,7 @@ def fit(
         offset_weight=float(offset_weight),
         scale_weight=float(scale_weight),
         smooth_weight=float(smooth_weight),
-        camera_weight=float(camera_weight),
+        camera_weight=float(camera_weight) / sum(c.num_frames for c in caps),
         points=int(time_points_per_step),
     )
     trials = tuple(_Trial(jnp.asarray(c.keypoints, dtype), jnp.asarray(c.confidence, dtype), jnp.asarray(c.times, dtype)) for c in caps)
@@ -380,14 +448,14 @@ def fit(
     ba_start = int(round(steps * ba_start_fraction)) if bundle_adjust else steps
     started = time.perf_counter()
     if solver == "adam":
-        v, history = _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, key, checkpoint_dir, checkpoint_every,
+        v, history = _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, ba_iterations, key, checkpoint_dir, checkpoint_every,
                                progress, callback, _fingerprint(data=[(c.name, c.keypoints.shape, float(np.nansum(c.keypoints))) for c in caps],
                                                                 steps=steps, lr=lr, ba=bundle_adjust, ba_start=ba_start, ba_lr=ba_lr,
                                                                 seed=seed, rep=representation, setup=str(setup)))
     else:
         v, history = _run_lm(v, setup, rig, trials, steps, ba_start, progress, callback)
     if bundle_adjust and ba_start < steps:
-        v = _polish_cameras(v, setup, rig, trials)
+        v = _joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
     elapsed = time.perf_counter() - started
     params = v.params(setup)
     refined = v.rig(rig, 1.0 if bundle_adjust else 0.0)
@@ -412,7 +480,7 @@ def fit(
     return result
 
 
-def _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, key, checkpoint_dir, checkpoint_every, progress, callback, meta):
+def _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, ba_iterations, key, checkpoint_dir, checkpoint_every, progress, callback, meta):
     main, cams = _optimisers(ba_lr)
     vp = eqx.filter(v, eqx.is_inexact_array)
     opt_state = (main.init(vp), cams.init(v.camera))
@@ -432,8 +500,7 @@ def _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, key, checkpoint
         lr_t = jnp.asarray(_learning_rate(lr, step, steps, ba_start), dtype)
         ba_on = jnp.asarray(1.0 if step >= ba_start else 0.0, dtype)
         if step == ba_start:
-            # Resect the cameras from the body fitted so far, then refine both together.
-            v = _polish_cameras(v, setup, rig, trials)
+            v = _joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
         ba_lr_t = jnp.asarray(ba_lr * LR_DECAY ** (max(step - ba_start, 0) / max(steps - ba_start, 1)), dtype)
         v, opt_state, loss, key = _adam_step(v, opt_state, setup, rig, trials, ba_on, lr_t, ba_lr_t, key)
         losses_step.append((step, loss))

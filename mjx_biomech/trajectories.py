@@ -231,6 +231,16 @@ def spline_from_coords(
     return SplineTrajectory(cmap=cmap, control=jnp.asarray(control, dtype), t_start=t0, t_end=t1)
 
 
+def spline_from_z(spline: SplineTrajectory, times: np.ndarray, z: np.ndarray) -> SplineTrajectory:
+    """``spline`` (its knots and map kept) with control points refitted by least squares to
+    unconstrained values ``z`` (T, A) at ``times`` (T,)."""
+    K = spline.control.shape[0]
+    B = SplineTrajectory.basis_matrix(np.asarray(times, float), K, spline.t_start, spline.t_end)
+    lam = 1e-6
+    control = np.linalg.solve(B.T @ B + lam * np.eye(K), B.T @ z + lam * np.asarray(spline.control, float))
+    return SplineTrajectory(cmap=spline.cmap, control=jnp.asarray(control, spline.control.dtype), t_start=spline.t_start, t_end=spline.t_end)
+
+
 def mlp_from_coords(
     cmap: CoordinateMap,
     times: np.ndarray,

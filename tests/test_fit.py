@@ -13,7 +13,7 @@ import pytest
 
 import mjx_biomech
 from mjx_biomech import losses, synthetic, trajectories
-from mjx_biomech.cameras import project
+from mjx_biomech.cameras import extrinsic_difference, project
 from mjx_biomech._io import InputError
 from mjx_biomech.capture import Capture
 from mjx_biomech.fit import fit
@@ -55,19 +55,35 @@ def test_fit_recovers_scales_and_joint_angles_of_a_synthetic_person(model, trial
 
 
 @pytest.mark.slow
-def test_bundle_adjustment_recovers_a_perturbed_camera_and_raises_gc5(model, trial):
-    bad = synthetic.perturb_cameras(trial["rig"], ["cam3"], angle_deg=2.0, distance_m=0.02, seed=5)
-    without = fit(model, trial["capture"], bad, MARKERS, bundle_adjust=False, **SETTINGS)
-    adjusted = fit(model, trial["capture"], bad, MARKERS, bundle_adjust=True, ba_lr=1e-3, **SETTINGS)
-    m = truth_metrics(adjusted, trial["person"], trial["coords"], trial["rig"])
-    assert m["initial_extrinsic_error_deg"] == pytest.approx(2.0) and m["initial_extrinsic_error_mm"] == pytest.approx(20.0)
-    assert m["extrinsic_error_deg"] <= 0.3
-    # The camera centre: the issue asks for 3 mm; this fit reaches about 13 mm (see the report).
-    assert m["extrinsic_error_mm"] <= 15.0
+def test_bundle_adjustment_recovers_a_perturbed_camera_and_raises_gc5(model):
+    # 4 s of walking: on 1.5 s even the exact optimum of the objective (reached from the true
+    # cameras and body) leaves the side camera's centre ~9 mm off; on 4 s it is ~2-3 mm.
+    times, coords = synthetic.walking(model, duration=4.0, fps=30.0, seed=1)
+    person = synthetic.person(model, seed=1, marker_set=MARKERS, offset_range_m=(0.0, 0.0))
+    rig = synthetic.ring_rig()
+    cap = synthetic.capture(model, person, times, coords, rig, MARKERS, noise_px=1.5, dropout=0.1, seed=2)
+    bad = synthetic.perturb_cameras(rig, ["cam3"], angle_deg=2.0, distance_m=0.02, seed=5)
+    settings = dict(SETTINGS, steps=1500)
+    without = fit(model, cap, bad, MARKERS, bundle_adjust=False, **settings)
+    adjusted = fit(model, cap, bad, MARKERS, bundle_adjust=True, **settings)
+    angle, distance = extrinsic_difference(rig, adjusted.rig)
+    angle0, distance0 = extrinsic_difference(rig, bad)
+    i = rig.index("cam3")
+    assert angle0[i] == pytest.approx(2.0) and distance0[i] == pytest.approx(0.02)
+    assert angle[i] <= 0.3 and distance[i] <= 0.003
+    # The gauge: the first camera is held, the second keeps its distance from it.
+    assert angle[0] <= 1e-9 and distance[0] <= 1e-12
+    np.testing.assert_allclose(np.linalg.norm(adjusted.rig.centers[1] - adjusted.rig.centers[0]),
+                               np.linalg.norm(rig.centers[1] - rig.centers[0]), rtol=1e-12)
+    # The cameras that were right move only by the estimate's noise.
+    others = np.arange(len(rig)) != i
+    assert np.all(angle[others] <= 0.1) and np.all(distance[others] <= 0.01)
     cam3 = lambda r: r.metrics["trials"]["synthetic"]["per_camera"]["cam3"]["gc5"]  # noqa: E731
     assert cam3(adjusted) > cam3(without) + 0.05
     assert adjusted.metrics["gc5"] > without.metrics["gc5"]
     assert adjusted.rig.names == bad.names
+    m = truth_metrics(adjusted, person, coords, skip_seconds=0.5)
+    assert m["scale_error_max_pct"] <= 1.0 and m["joint_rmse_deg"] <= 1.5
 
 
 def test_fit_rejects_a_camera_missing_from_the_calibration(model, trial):

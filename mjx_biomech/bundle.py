@@ -1,0 +1,175 @@
+"""Levenberg–Marquardt for bundle adjustment: per-frame variables and shared ones, by Schur complement.
+
+The problem
+
+    minimise  ½ Σ_f |r(q_f, p; data_f)|² + ½ |prior(p)|²
+
+has per-frame variables ``q_f`` (a body pose: tens of numbers) and shared variables ``p`` (body
+scales, marker offsets, camera extrinsics: hundreds). Its Gauss–Newton normal matrix is an arrow:
+one small block ``A_f = J_qᵀ J_q`` per frame, coupled only through ``p``. Eliminating the frames
+(the Schur complement ``S = Σ C_f − B_fᵀ A_f⁻¹ B_f``) leaves one dense system in ``p``; each
+frame's step then follows from its own block. Memory grows with the number of frames times
+``dim q × dim p``, never with the number of residuals times the number of variables as a dense
+Jacobian would, and every iteration moves the cameras, the body and every pose together: the
+joint optimum that alternating resection and body fits approach only slowly when a camera's
+error has leaked into the poses.
+
+Each frame's Jacobian comes from ``jax.jacfwd`` of the residual function, so the solver works
+for any differentiable residual; the frames are visited with ``lax.scan``. Damping follows
+Marquardt (a multiple of the normal matrix's diagonal), with the usual accept/reject rule.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from tqdm.auto import tqdm
+
+
+class NormalEquations(NamedTuple):
+    """The arrow-shaped Gauss–Newton system at one point.
+
+    ``A`` (F, nq, nq), ``B`` (F, nq, np), ``gq`` (F, nq): each frame's blocks ``J_qᵀJ_q``,
+    ``J_qᵀJ_p``, ``J_qᵀr``; ``C`` (np, np) and ``gp`` (np,): ``Σ J_pᵀJ_p`` and ``Σ J_pᵀr`` over
+    frames and the prior; ``cost``: the objective.
+    """
+
+    A: jax.Array
+    B: jax.Array
+    gq: jax.Array
+    C: jax.Array
+    gp: jax.Array
+    cost: jax.Array
+
+
+def objective(residual: Callable, prior: Callable, q, p, frames, args) -> jax.Array:
+    """``½ Σ_f |residual(q_f, p, frames_f, args)|² + ½ |prior(p, args)|²``."""
+
+    def one(qf, df):
+        r = residual(qf, p, df, args)
+        return 0.5 * jnp.sum(r * r)
+
+    rp = prior(p, args)
+    return jnp.sum(jax.vmap(one)(q, frames)) + 0.5 * jnp.sum(rp * rp)
+
+
+def normal_equations(residual: Callable, prior: Callable, q, p, frames, args) -> NormalEquations:
+    """Assemble :class:`NormalEquations` frame by frame (``lax.scan``: one frame's Jacobian in
+    memory at a time; vectorising over frames was no faster on a CPU)."""
+
+    def frame(carry, x):
+        C, gp, cost = carry
+        qf, df = x
+        r = residual(qf, p, df, args)
+        Jq, Jp = jax.jacfwd(residual, argnums=(0, 1))(qf, p, df, args)
+        out = (Jq.T @ Jq, Jq.T @ Jp, Jq.T @ r)
+        return (C + Jp.T @ Jp, gp + Jp.T @ r, cost + 0.5 * jnp.sum(r * r)), out
+
+    rp = prior(p, args)
+    Jprior = jax.jacfwd(prior)(p, args)
+    init = (Jprior.T @ Jprior, Jprior.T @ rp, 0.5 * jnp.sum(rp * rp))
+    (C, gp, cost), (A, B, gq) = jax.lax.scan(frame, init, (q, frames))
+    return NormalEquations(A, B, gq, C, gp, cost)
+
+
+def damped_step(eq: NormalEquations, lam) -> tuple[jax.Array, jax.Array]:
+    """The Levenberg–Marquardt step ``(dq (F, nq), dp (np,))`` for damping ``lam``: the frames
+    eliminated by the Schur complement, each block damped by ``lam`` times its diagonal."""
+    eps = jnp.finfo(eq.C.dtype).eps
+
+    def damp(M):
+        d = jnp.diagonal(M, axis1=-2, axis2=-1)
+        # A variable that no residual sees gets a unit diagonal: its step is 0, not a division by 0.
+        floor = eps * jnp.maximum(jnp.max(d, axis=-1, keepdims=True), 1.0)
+        d = jnp.where(d > floor, d, jnp.maximum(floor, 1.0))
+        return M + lam * d[..., :, None] * jnp.eye(M.shape[-1], dtype=M.dtype)
+
+    A = damp(eq.A)
+    Achol = jax.vmap(jnp.linalg.cholesky)(A)
+
+    def solve_a(L, rhs):
+        return jax.scipy.linalg.cho_solve((L, True), rhs)
+
+    AinvB = jax.vmap(solve_a)(Achol, eq.B)  # (F, nq, np)
+    Ainvg = jax.vmap(solve_a)(Achol, eq.gq)  # (F, nq)
+    S = damp(eq.C) - jnp.einsum("fqa,fqb->ab", eq.B, AinvB)
+    rhs = eq.gp - jnp.einsum("fqa,fq->a", eq.B, Ainvg)
+    S = 0.5 * (S + S.T)
+    dp = -jax.scipy.linalg.solve(S, rhs, assume_a="pos")
+    dq = -(Ainvg + jnp.einsum("fqa,a->fq", AinvB, dp))
+    return dq, dp
+
+
+@eqx.filter_jit
+def _assemble(residual, prior, q, p, frames, args):
+    return normal_equations(residual, prior, q, p, frames, args)
+
+
+@eqx.filter_jit
+def _try(residual, prior, eq, q, p, frames, args, lam):
+    dq, dp = damped_step(eq, lam)
+    q1, p1 = q + dq, p + dp
+    cost = objective(residual, prior, q1, p1, frames, args)
+    # The cost the linear model predicts: how much of the decrease was real decides the damping.
+    predicted = -(jnp.sum(dq * eq.gq) + jnp.dot(dp, eq.gp)) * 0.5
+    return q1, p1, cost, predicted
+
+
+def schur_levenberg_marquardt(
+    residual: Callable,
+    prior: Callable,
+    q,
+    p,
+    frames,
+    args=None,
+    iterations: int = 10,
+    lam: float = 1e-3,
+    rtol: float = 1e-9,
+    progress: bool = False,
+    desc: str = "bundle adjustment",
+):
+    """Minimise ``½ Σ_f |residual(q_f, p, frames_f, args)|² + ½ |prior(p, args)|²``.
+
+    Args:
+        residual: ``residual(q_f (nq,), p (np,), frame_data, args) -> (m,)``, differentiable.
+            Give a module-level function (not a fresh closure) so the compiled steps are reused.
+        prior: ``prior(p, args) -> (k,)`` residuals on the shared variables (may be empty).
+        q: (F, nq) per-frame variables. p: (np,) shared variables. frames: a pytree whose
+            leaves have a leading axis F, the data of each frame. args: anything else (static
+            parts hashed, arrays traced).
+        iterations: Gauss–Newton systems assembled at most (each tries a few dampings).
+        lam: initial Marquardt damping. rtol: stop when an accepted step lowers the objective
+            by less than this fraction.
+
+    Returns:
+        ``(q, p, history)``: the solution and the objective after every accepted step.
+    """
+    cost = float(objective(residual, prior, q, p, frames, args)) if iterations > 0 else float("nan")
+    history = [cost]
+    bar = tqdm(total=iterations, desc=desc, disable=not progress, leave=False)
+    for _ in range(iterations):
+        eq = _assemble(residual, prior, q, p, frames, args)
+        accepted = False
+        for _attempt in range(8):
+            q1, p1, c1, predicted = _try(residual, prior, eq, q, p, frames, args, jnp.asarray(lam, eq.C.dtype))
+            c1 = float(c1)
+            if c1 == c1 and c1 < cost:
+                gain = (cost - c1) / max(float(predicted), 1e-300)
+                lam = lam * (1 / 3 if gain > 0.75 else 1.0 if gain > 0.25 else 2.0)
+                accepted = True
+                break
+            lam *= 10.0
+        bar.update(1)
+        if not accepted:
+            break
+        improvement = (cost - c1) / max(cost, 1e-300)
+        q, p, cost = q1, p1, c1
+        history.append(cost)
+        bar.set_postfix(cost=f"{cost:.5g}")
+        if improvement < rtol:
+            break
+    bar.close()
+    return q, p, history

@@ -15,10 +15,10 @@ MARKER_SET = "bml_movi_87"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="1.5 s of walking and fewer steps (under 2 minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="3 s of walking and 2000 steps (about a minute on 2 CPU cores)")
     parser.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic person, motion, noise and camera errors")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1500 with --quick, 6000 otherwise)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 2000 with --quick, 5000 otherwise)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     # Three seconds is the shortest walk on which scales, offsets and two wrong cameras separate
     # well (1.5 s left joint angles 4-5 degrees off); see the closing notes of the fitting issue.
     duration = 3.0 if args.quick else 6.0
-    steps = args.steps or (4000 if args.quick else 10000)
+    steps = args.steps or (2000 if args.quick else 5000)
     model = mjx_biomech.load_model()
     times, coords = synthetic.walking(model, duration=duration, fps=30.0, seed=args.seed)
     person = synthetic.person(model, seed=args.seed, marker_set=MARKER_SET)

@@ -256,3 +256,43 @@ def _openpose_person(file: Path, num_keypoints: int) -> np.ndarray | None:
         if score > best_score:
             best, best_score = triplets, score
     return best
+
+
+def _mirror_name(name: str, names: set[str]) -> str | None:
+    """The name of ``name``'s mirror keypoint in ``names`` (None if central or unpaired)."""
+    candidates = []
+    for a, b in (("left", "right"), ("Left", "Right"), ("LEFT", "RIGHT")):
+        if a in name:
+            candidates.append(name.replace(a, b))
+        if b in name:
+            candidates.append(name.replace(b, a))
+    for a, b in (("_l", "_r"), ("_L", "_R")):
+        if name.endswith(a):
+            candidates.append(name[: -len(a)] + b)
+        if name.endswith(b):
+            candidates.append(name[: -len(b)] + a)
+    # Prefixes: 'LKnee' (Halpe, OpenPose) and 'lknee' (BML-MoVi): one letter, then the rest.
+    for a, b in (("L", "R"), ("l", "r")):
+        if name.startswith(a):
+            candidates.append(b + name[1:])
+        if name.startswith(b):
+            candidates.append(a + name[1:])
+    for c in candidates:
+        if c != name and c in names:
+            return c
+    return None
+
+
+def mirror_pairs(keypoint_names) -> np.ndarray:
+    """(K, 2) int: index pairs (left, right) of keypoints that mirror each other by name
+    (``left_knee``/``right_knee``, ``LKnee``/``RKnee``, ``lkne``/``rkne``, ``knee_l``/``knee_r``);
+    central keypoints (nose, neck, ...) are in no pair."""
+    names = list(keypoint_names)
+    present = set(names)
+    pairs = set()
+    for i, n in enumerate(names):
+        m = _mirror_name(n, present)
+        if m is not None and _mirror_name(m, present) == n:
+            j = names.index(m)
+            pairs.add((min(i, j), max(i, j)))
+    return np.array(sorted(pairs), int).reshape(-1, 2)

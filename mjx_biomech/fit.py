@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 
 from . import bundle, losses, trajectories
 from ._io import InputError
-from .cameras import CameraRig, rodrigues
-from .capture import Capture
+from .cameras import CameraRig, project, rodrigues
+from .capture import Capture, mirror_pairs
 from .params import BodyParams
 from .results import FitResult, TrialResult, fit_metrics
 
@@ -115,6 +115,16 @@ class _Trial(eqx.Module):
     times: jax.Array
 
 
+@dataclass(frozen=True)
+class _Relabel:
+    """Left/right relabelling: mirror ``pairs`` (K, 2), the threshold (px) and the Adam steps
+    at which it runs."""
+
+    pairs: np.ndarray
+    threshold_px: float
+    at_steps: frozenset
+
+
 def _trial_residuals(setup: _Setup, traj, params: BodyParams, rig: CameraRig, trial: _Trial, frames) -> jax.Array:
     q = traj(trial.times[frames])
     pts = jax.vmap(lambda qi: setup.model.markers(qi, params, setup.marker_set))(q)
@@ -190,6 +200,55 @@ def _lm_solve(v, setup, rig, trials, ba_on, steps: int):
 
 
 _lm_solve_jit = eqx.filter_jit(_lm_solve)
+
+
+# ------------------------------------------------------------------ left/right relabelling
+@eqx.filter_jit
+def _left_right_swaps(v: FitVariables, setup: _Setup, rig: CameraRig, trials, ba_on, pairs, threshold_px: float):
+    """Per trial, (C, T, K) bool: where the two detections of mirror pair k (``pairs`` (K, 2))
+    fit the current model better exchanged, by more than ``threshold_px`` summed over the two
+    (a detection whose partner is missing counts alone)."""
+    params = v.params(setup)
+    r = v.rig(rig, ba_on)
+    a, b = pairs[:, 0], pairs[:, 1]
+    out = []
+    for traj, t in zip(v.trajectories, trials):
+        points = jax.vmap(lambda q: setup.model.markers(q, params, setup.marker_set))(traj(t.times))
+        uv = project(r, points)
+        kp, w = losses.observation_weights(t.keypoints, t.confidence)
+        ok_a, ok_b = w[..., a] > 0, w[..., b] > 0
+
+        def dist(i, j):
+            return jnp.linalg.norm(uv[..., i, :] - kp[..., j, :], axis=-1)
+
+        kept = jnp.where(ok_a, dist(a, a), 0.0) + jnp.where(ok_b, dist(b, b), 0.0)
+        exchanged = jnp.where(ok_b, dist(a, b), 0.0) + jnp.where(ok_a, dist(b, a), 0.0)
+        out.append(exchanged + threshold_px < kept)
+    return out
+
+
+def _exchange(trial: _Trial, swap, pairs) -> _Trial:
+    """``trial`` with the keypoints and confidences of each pair exchanged where ``swap`` (C, T, K)."""
+    perm_a = jnp.asarray(pairs[:, 0])
+    perm_b = jnp.asarray(pairs[:, 1])
+
+    def apply(x, extra_dims):
+        s = swap.reshape(swap.shape + (1,) * extra_dims)
+        xa, xb = x[:, :, perm_a], x[:, :, perm_b]
+        return x.at[:, :, perm_a].set(jnp.where(s, xb, xa)).at[:, :, perm_b].set(jnp.where(s, xa, xb))
+
+    return _Trial(apply(trial.keypoints, 1), apply(trial.confidence, 0), trial.times)
+
+
+def _relabel_left_right(v, setup, rig, trials, ba_on, pairs, swapped, threshold_px):
+    """Exchange left/right detections that the model says a detector mixed up; ``swapped`` (per
+    trial, (C, T, K) bool) accumulates which pairs now differ from the capture."""
+    if len(pairs) == 0:
+        return trials, swapped
+    masks = _left_right_swaps(v, setup, rig, trials, ba_on, pairs, threshold_px)
+    trials = tuple(_exchange(t, m, pairs) for t, m in zip(trials, masks))
+    swapped = tuple(s ^ m for s, m in zip(swapped, masks))
+    return trials, swapped
 
 
 # ------------------------------------------------------------------ joint bundle adjustment
@@ -374,6 +433,7 @@ def fit(
     scale_weight: float = 1.0,
     smooth_weight: float = 0.0,
     camera_weight: float = 1.0,
+    relabel_left_right: bool = True,
     seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 500,
@@ -407,6 +467,12 @@ def fit(
             weight per (0.01 rad)² and (1 cm)² of camera movement in bundle adjustment, divided
             by the number of frames (the reprojection term averages over frames, so this is
             the weight against the sum over frames: a longer capture outweighs it more).
+        relabel_left_right: exchange a camera's left and right detections of a mirror pair
+            (``left_knee``/``right_knee``, ...) in the frames where the fitted model says the
+            detector mixed them up (better exchanged by more than ``huber_delta_px``): checked
+            at a third of the steps, when bundle adjustment starts and before the last bundle
+            adjustment. The counts per camera are in ``result.metrics["trials"][name]
+            ["left_right_relabelled"]``; the metrics compare with the keypoints as given.
         checkpoint_dir: with Adam, the state is saved there every ``checkpoint_every`` steps
             and a fit with the same data and settings resumes from it (the result equals an
             uninterrupted fit's).
@@ -446,14 +512,20 @@ def fit(
     key, init_key = jax.random.split(key)
     v = _initial_variables(model, caps, rig, marker_set, representation, knots_per_second, mlp_width, mlp_depth, init_key, dtype)
     ba_start = int(round(steps * ba_start_fraction)) if bundle_adjust else steps
+    pairs = mirror_pairs(model.marker_names(marker_set)) if relabel_left_right else np.zeros((0, 2), int)
+    relabel = _Relabel(pairs, float(huber_delta_px), frozenset({steps // 3, ba_start if ba_start < steps else (2 * steps) // 3}))
+    swapped = tuple(jnp.zeros(t.confidence.shape[:2] + (len(pairs),), bool) for t in trials)
     started = time.perf_counter()
     if solver == "adam":
-        v, history = _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, ba_iterations, key, checkpoint_dir, checkpoint_every,
-                               progress, callback, _fingerprint(data=[(c.name, c.keypoints.shape, float(np.nansum(c.keypoints))) for c in caps],
-                                                                steps=steps, lr=lr, ba=bundle_adjust, ba_start=ba_start, ba_lr=ba_lr,
-                                                                seed=seed, rep=representation, setup=str(setup)))
+        v, trials, swapped, history = _run_adam(
+            v, setup, rig, trials, swapped, relabel, steps, lr, ba_lr, ba_start, ba_iterations, key, checkpoint_dir, checkpoint_every,
+            progress, callback, _fingerprint(data=[(c.name, c.keypoints.shape, float(np.nansum(c.keypoints))) for c in caps],
+                                             steps=steps, lr=lr, ba=bundle_adjust, ba_start=ba_start, ba_lr=ba_lr,
+                                             seed=seed, rep=representation, setup=str(setup), pairs=pairs.tolist()))
     else:
         v, history = _run_lm(v, setup, rig, trials, steps, ba_start, progress, callback)
+    ba_on = jnp.asarray(1.0 if bundle_adjust else 0.0, dtype)
+    trials, swapped = _relabel_left_right(v, setup, rig, trials, ba_on, relabel.pairs, swapped, relabel.threshold_px)
     if bundle_adjust and ba_start < steps:
         v = _joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
     elapsed = time.perf_counter() - started
@@ -477,10 +549,14 @@ def fit(
                       seed=seed, seconds=elapsed),
     )
     result.metrics.update(fit_metrics(result))
+    for trial, mask in zip(results, swapped):
+        counts = np.asarray(mask).sum(axis=(1, 2))
+        result.metrics["trials"][trial.name]["left_right_relabelled"] = {n: int(k) for n, k in zip(rig.names, counts)}
     return result
 
 
-def _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, ba_iterations, key, checkpoint_dir, checkpoint_every, progress, callback, meta):
+def _run_adam(v, setup, rig, trials, swapped, relabel, steps, lr, ba_lr, ba_start, ba_iterations, key, checkpoint_dir,
+              checkpoint_every, progress, callback, meta):
     main, cams = _optimisers(ba_lr)
     vp = eqx.filter(v, eqx.is_inexact_array)
     opt_state = (main.init(vp), cams.init(v.camera))
@@ -488,9 +564,9 @@ def _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, ba_iterations, 
     start = 0
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     if folder is not None:
-        loaded = _load_checkpoint(folder, (vp, opt_state, history, key, jnp.asarray(0)), meta)
+        loaded = _load_checkpoint(folder, (vp, opt_state, history, key, jnp.asarray(0), trials, swapped), meta)
         if loaded is not None:
-            vp, opt_state, history, key, start = loaded
+            vp, opt_state, history, key, start, trials, swapped = loaded
             v = eqx.combine(vp, v)
             start = int(start)
     bar = tqdm(total=steps, initial=start, desc="fit (adam)", disable=not progress, leave=False)
@@ -499,6 +575,8 @@ def _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, ba_iterations, 
     for step in range(start, steps):
         lr_t = jnp.asarray(_learning_rate(lr, step, steps, ba_start), dtype)
         ba_on = jnp.asarray(1.0 if step >= ba_start else 0.0, dtype)
+        if step in relabel.at_steps:
+            trials, swapped = _relabel_left_right(v, setup, rig, trials, ba_on, relabel.pairs, swapped, relabel.threshold_px)
         if step == ba_start:
             v = _joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
         ba_lr_t = jnp.asarray(ba_lr * LR_DECAY ** (max(step - ba_start, 0) / max(steps - ba_start, 1)), dtype)
@@ -512,10 +590,11 @@ def _run_adam(v, setup, rig, trials, steps, lr, ba_lr, ba_start, ba_iterations, 
         if folder is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
             history = _flush(history, losses_step)
             losses_step = []
-            _save_checkpoint(folder, (eqx.filter(v, eqx.is_inexact_array), opt_state, history, key, jnp.asarray(step + 1)), meta)
+            state = (eqx.filter(v, eqx.is_inexact_array), opt_state, history, key, jnp.asarray(step + 1), trials, swapped)
+            _save_checkpoint(folder, state, meta)
     bar.close()
     history = _flush(history, losses_step)
-    return v, np.asarray(history)
+    return v, trials, swapped, np.asarray(history)
 
 
 def _learning_rate(lr: float, step: int, steps: int, ba_start: int) -> float:

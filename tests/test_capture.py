@@ -165,3 +165,14 @@ def test_reads_the_pose2sim_demo_capture():
     cap = Capture.from_npz(DEMO)
     assert cap.keypoints.shape == (4, 100, 33, 2) and cap.fps == 60.0
     assert cap.camera_names == ("cam01", "cam02", "cam03", "cam04") and cap.keypoint_names[0] == "nose"
+
+
+def test_mirror_pairs_match_left_and_right_keypoints_of_every_naming_style():
+    from mjx_biomech.capture import mirror_pairs
+
+    names = ["nose", "left_knee", "right_knee", "mouth_left", "mouth_right", "LHeel", "RHeel", "Neck",
+             "lkne", "rkne", "pelv", "hip_l", "hip_r", "rib", "left_only"]
+    pairs = {(names[a], names[b]) for a, b in mirror_pairs(names)}
+    assert pairs == {("left_knee", "right_knee"), ("mouth_left", "mouth_right"), ("LHeel", "RHeel"),
+                     ("lkne", "rkne"), ("hip_l", "hip_r")}
+    assert mirror_pairs(["nose", "neck"]).shape == (0, 2)

@@ -15,7 +15,7 @@ import mjx_biomech
 from mjx_biomech import losses, synthetic, trajectories
 from mjx_biomech.cameras import extrinsic_difference, project
 from mjx_biomech._io import InputError
-from mjx_biomech.capture import Capture
+from mjx_biomech.capture import Capture, mirror_pairs
 from mjx_biomech.fit import fit
 from mjx_biomech.results import truth_metrics
 
@@ -84,6 +84,47 @@ def test_bundle_adjustment_recovers_a_perturbed_camera_and_raises_gc5(model):
     assert adjusted.rig.names == bad.names
     m = truth_metrics(adjusted, person, coords, skip_seconds=0.5)
     assert m["scale_error_max_pct"] <= 1.0 and m["joint_rmse_deg"] <= 1.5
+
+
+def test_left_right_swaps_of_a_detector_are_found_and_undone(model, trial, plain_fit):
+    """Whole-body swaps in cam2 and cam5 and legs-only swaps in cam7, each in a quarter of the
+    frames (as 2D detectors do when a person faces away or the legs cross): the fit exchanges
+    them back and recovers the person as well as on the clean capture."""
+    cap = trial["capture"]
+    names = list(cap.keypoint_names)
+    pairs = mirror_pairs(names)
+    legs = np.array([any(k in names[a] for k in ("hip", "thigh", "kne", "ank", "hee", "toe", "meta", "shin", "foo"))
+                     for a, _ in pairs])
+    rng = np.random.default_rng(7)
+    T = cap.num_frames
+    truth = np.zeros((cap.num_cameras, T, len(pairs)), bool)
+    for cam, which in (("cam2", np.ones(len(pairs), bool)), ("cam5", np.ones(len(pairs), bool)), ("cam7", legs)):
+        frames = rng.choice(T, T // 4, replace=False)
+        truth[cap.camera_names.index(cam)][np.ix_(frames, np.flatnonzero(which))] = True
+    kp, conf = cap.keypoints.copy(), cap.confidence.copy()
+    a, b = pairs[:, 0], pairs[:, 1]
+    kp[:, :, a], kp[:, :, b] = np.where(truth[..., None], cap.keypoints[:, :, b], cap.keypoints[:, :, a]), \
+        np.where(truth[..., None], cap.keypoints[:, :, a], cap.keypoints[:, :, b])
+    conf[:, :, a], conf[:, :, b] = np.where(truth, cap.confidence[:, :, b], cap.confidence[:, :, a]), \
+        np.where(truth, cap.confidence[:, :, a], cap.confidence[:, :, b])
+    swapped = Capture(kp, conf, cap.fps, cap.keypoint_names, cap.camera_names, name=cap.name)
+
+    result = fit(model, swapped, trial["rig"], MARKERS, bundle_adjust=False, **SETTINGS)
+    counts = result.metrics["trials"]["synthetic"]["left_right_relabelled"]
+    # Which exchanges can be seen at all: both detections present and their true positions more
+    # than 20 px apart in that camera (closer than that, either labelling fits).
+    uv = np.asarray(project(trial["rig"], jax.vmap(lambda q: model.markers(q, trial["person"], MARKERS))(trial["coords"])))
+    apart = np.linalg.norm(uv[:, :, a] - uv[:, :, b], axis=-1) > 20
+    seen = (cap.confidence[:, :, a] > 0) & (cap.confidence[:, :, b] > 0)
+    visible = truth & apart & seen
+    assert sum(counts.values()) >= 0.9 * visible.sum()
+    # Nothing relabelled where the detector was right, beyond the ambiguous pairs.
+    assert sum(counts.values()) <= truth.sum() + 0.02 * (~truth).sum()
+    assert counts["cam1"] <= 0.02 * T * len(pairs)
+    m = truth_metrics(result, trial["person"], trial["coords"], skip_seconds=0.5)
+    clean = truth_metrics(plain_fit, trial["person"], trial["coords"], skip_seconds=0.5)
+    assert m["scale_error_max_pct"] <= 1.0 and m["joint_rmse_deg"] <= 1.5
+    assert m["joint_rmse_deg"] <= clean["joint_rmse_deg"] + 0.3
 
 
 def test_fit_rejects_a_camera_missing_from_the_calibration(model, trial):

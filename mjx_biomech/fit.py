@@ -7,8 +7,12 @@ One objective, several scopes and two solvers:
 - priors: L2 on the marker offsets (in centimetres) and a weak one on the log of every scale
   group but ``overall`` (which fixes the product ``overall × group`` that the data cannot split);
 - scope: one or several trials of one person share :class:`BodyParams` (bilevel); camera
-  extrinsics are freed after ``ba_start_fraction`` of the steps (bundle adjustment), the first
-  camera held to fix the gauge;
+  extrinsics are freed after ``ba_start_fraction`` of the steps (bundle adjustment: a
+  Levenberg–Marquardt over every frame's pose, the body and the cameras, see
+  :mod:`mjx_biomech.bundle`), the first camera held and the second kept at its distance from
+  it to fix the gauge;
+- detector errors: Huber residuals bound outliers, and left/right detections that the fitted
+  model says were exchanged are swapped back, per camera, frame and mirror pair;
 - solvers: optax AdamW with the paper's schedule on random time points (any trajectory), or
   Levenberg–Marquardt from optimistix on every frame (spline trajectories).
 

@@ -4,7 +4,9 @@ Data: /work/shared/data/pose2sim-demo (see its README): 100 frames at 60 Hz, 33 
 keypoints per camera, a Qualisys calibration, and Pose2Sim's own triangulated markers. Two
 known flaws make it a robustness test: BlazePose swaps left and right in cam02 for frames
 41–74, and every camera sits 10–20 px off the others. The fit uses the Huber loss, the
-detector's confidences and bundle adjustment (which absorbs per-camera offsets).
+detector's confidences, left/right relabelling (it exchanges back about 440 of cam02's
+mirror-pair detections and none in the other cameras) and bundle adjustment (which absorbs
+per-camera offsets). The scores below use the keypoints as given, swaps included.
 
 Pose2Sim's markers (``.trc``, Y-up: trc (X, Y, Z) = world (y, z, x)) are reprojected through the
 same calibration, so both methods are scored on the same keypoints by GC_5 and per-camera error.

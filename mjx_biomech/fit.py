@@ -619,22 +619,24 @@ def _flush(history, pending):
     return history.at[idx].set(jnp.stack([jnp.asarray(l, history.dtype) for _, l in pending]))
 
 
-def _run_lm(v, setup, rig, trials, steps, ba_start, progress, callback, chunk: int = 5):
-    """LM in rounds of ``chunk`` iterations (a progress bar between rounds; each round restarts
-    the damping); camera extrinsics join in the rounds after ``ba_start`` iterations."""
+def _run_lm(v, setup, rig, trials, steps, ba_start, progress, callback):
+    """Levenberg–Marquardt (optimistix) in at most two calls: ``ba_start`` iterations with the
+    cameras held, then the rest with them free. Each call runs to convergence or its iteration
+    count in one piece: the damping adapts over the iterations, and restarting it every few
+    iterations (to show progress) left the solver stuck with too little damping."""
     bar = tqdm(total=steps, desc="fit (lm)", disable=not progress, leave=False)
     history = []
     dtype = v.log_scales.dtype
-    done = 0
-    while done < steps:
-        ba_on = jnp.asarray(1.0 if done >= ba_start else 0.0, dtype)
-        v = _lm_solve_jit(v, setup, rig, trials, ba_on, chunk)
-        done += chunk
+    for done, count, ba in ((0, min(ba_start, steps), 0.0), (ba_start, steps - ba_start, 1.0)):
+        if count <= 0:
+            continue
+        ba_on = jnp.asarray(ba, dtype)
+        v = _lm_solve_jit(v, setup, rig, trials, ba_on, count)
         loss = float(_objective(v, setup, rig, trials, ba_on))
         history.append(loss)
         if callback is not None:
-            callback(done, loss)
+            callback(done + count, loss)
         bar.set_postfix(loss=f"{loss:.4g}")
-        bar.update(chunk)
+        bar.update(count)
     bar.close()
     return v, np.asarray(history)

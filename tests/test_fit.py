@@ -127,6 +127,21 @@ def test_left_right_swaps_of_a_detector_are_found_and_undone(model, trial, plain
     assert m["joint_rmse_deg"] <= clean["joint_rmse_deg"] + 0.3
 
 
+@pytest.mark.slow
+def test_levenberg_marquardt_on_the_spline_recovers_the_person(model):
+    # A short capture: optimistix's LM builds the dense Jacobian (every residual x every
+    # variable), about 1.6 GB for these 18 frames.
+    times, coords = synthetic.walking(model, duration=0.6, fps=30.0, seed=1)
+    person = synthetic.person(model, seed=1, marker_set=MARKERS, offset_range_m=(0.0, 0.0))
+    rig = synthetic.ring_rig()
+    cap = synthetic.capture(model, person, times, coords, rig, MARKERS, noise_px=1.5, dropout=0.1, seed=2)
+    result = fit(model, cap, rig, MARKERS, solver="lm", steps=25, bundle_adjust=False, offset_weight=30.0, progress=False)
+    m = truth_metrics(result, person, coords, skip_seconds=0.1)
+    assert m["scale_error_max_pct"] <= 1.0
+    assert m["joint_rmse_deg"] <= 1.5
+    assert result.metrics["gc5"] >= 0.95
+
+
 def test_fit_rejects_a_camera_missing_from_the_calibration(model, trial):
     cap = trial["capture"]
     renamed = Capture(cap.keypoints, cap.confidence, cap.fps, cap.keypoint_names,

@@ -30,13 +30,18 @@ def model():
     return mjx_biomech.load_model()
 
 
-@pytest.fixture(scope="module")
-def trial(model):
-    times, coords = synthetic.walking(model, duration=1.5, fps=30.0, seed=1)
+def _walk(model, duration: float) -> dict:
+    """The synthetic person walking ``duration`` s at 30 fps, seen by the 8-camera ring."""
+    times, coords = synthetic.walking(model, duration=duration, fps=30.0, seed=1)
     person = synthetic.person(model, seed=1, marker_set=MARKERS, offset_range_m=(0.0, 0.0))
     rig = synthetic.ring_rig()
     cap = synthetic.capture(model, person, times, coords, rig, MARKERS, noise_px=1.5, dropout=0.1, seed=2)
     return dict(times=times, coords=coords, person=person, rig=rig, capture=cap)
+
+
+@pytest.fixture(scope="module")
+def trial(model):
+    return _walk(model, 1.5)
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +63,8 @@ def test_fit_recovers_scales_and_joint_angles_of_a_synthetic_person(model, trial
 def test_bundle_adjustment_recovers_a_perturbed_camera_and_raises_gc5(model):
     # 4 s of walking: on 1.5 s even the exact optimum of the objective (reached from the true
     # cameras and body) leaves the side camera's centre ~9 mm off; on 4 s it is ~2-3 mm.
-    times, coords = synthetic.walking(model, duration=4.0, fps=30.0, seed=1)
-    person = synthetic.person(model, seed=1, marker_set=MARKERS, offset_range_m=(0.0, 0.0))
-    rig = synthetic.ring_rig()
-    cap = synthetic.capture(model, person, times, coords, rig, MARKERS, noise_px=1.5, dropout=0.1, seed=2)
+    walk = _walk(model, 4.0)
+    coords, person, rig, cap = walk["coords"], walk["person"], walk["rig"], walk["capture"]
     bad = synthetic.perturb_cameras(rig, ["cam3"], angle_deg=2.0, distance_m=0.02, seed=5)
     settings = dict(SETTINGS, steps=1500)
     without = fit(model, cap, bad, MARKERS, bundle_adjust=False, **settings)
@@ -131,10 +134,8 @@ def test_left_right_swaps_of_a_detector_are_found_and_undone(model, trial, plain
 def test_levenberg_marquardt_on_the_spline_recovers_the_person(model):
     # A short capture: optimistix's LM builds the dense Jacobian (every residual x every
     # variable), about 1.6 GB for these 18 frames.
-    times, coords = synthetic.walking(model, duration=0.6, fps=30.0, seed=1)
-    person = synthetic.person(model, seed=1, marker_set=MARKERS, offset_range_m=(0.0, 0.0))
-    rig = synthetic.ring_rig()
-    cap = synthetic.capture(model, person, times, coords, rig, MARKERS, noise_px=1.5, dropout=0.1, seed=2)
+    walk = _walk(model, 0.6)
+    coords, person, rig, cap = walk["coords"], walk["person"], walk["rig"], walk["capture"]
     result = fit(model, cap, rig, MARKERS, solver="lm", steps=25, bundle_adjust=False, offset_weight=30.0, progress=False)
     m = truth_metrics(result, person, coords, skip_seconds=0.1)
     assert m["scale_error_max_pct"] <= 1.0

@@ -21,6 +21,7 @@ Marquardt (a multiple of the normal matrix's diagonal), with the usual accept/re
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import equinox as eqx
@@ -60,16 +61,22 @@ def normal_equations(residual: Callable, prior: Callable, q, p, frames, args) ->
     """Assemble :class:`NormalEquations` frame by frame (``lax.scan``: one frame's Jacobian in
     memory at a time; vectorising over frames was no faster on a CPU)."""
 
+    def with_value(f):
+        # Returns the residual as the auxiliary output: Jacobian and value from one evaluation.
+        def g(*a):
+            r = f(*a)
+            return r, r
+
+        return g
+
     def frame(carry, x):
         C, gp, cost = carry
         qf, df = x
-        r = residual(qf, p, df, args)
-        Jq, Jp = jax.jacfwd(residual, argnums=(0, 1))(qf, p, df, args)
+        (Jq, Jp), r = jax.jacfwd(with_value(residual), argnums=(0, 1), has_aux=True)(qf, p, df, args)
         out = (Jq.T @ Jq, Jq.T @ Jp, Jq.T @ r)
         return (C + Jp.T @ Jp, gp + Jp.T @ r, cost + 0.5 * jnp.sum(r * r)), out
 
-    rp = prior(p, args)
-    Jprior = jax.jacfwd(prior)(p, args)
+    Jprior, rp = jax.jacfwd(with_value(prior), has_aux=True)(p, args)
     init = (Jprior.T @ Jprior, Jprior.T @ rp, 0.5 * jnp.sum(rp * rp))
     (C, gp, cost), (A, B, gq) = jax.lax.scan(frame, init, (q, frames))
     return NormalEquations(A, B, gq, C, gp, cost)
@@ -156,7 +163,7 @@ def schur_levenberg_marquardt(
         for _attempt in range(8):
             q1, p1, c1, predicted = _try(residual, prior, eq, q, p, frames, args, jnp.asarray(lam, eq.C.dtype))
             c1 = float(c1)
-            if c1 == c1 and c1 < cost:
+            if math.isfinite(c1) and c1 < cost:
                 gain = (cost - c1) / max(float(predicted), 1e-300)
                 lam = lam * (1 / 3 if gain > 0.75 else 1.0 if gain > 0.25 else 2.0)
                 accepted = True

@@ -9,7 +9,6 @@ confidence 0; the constructor enforces that pairing so downstream losses can tru
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import re

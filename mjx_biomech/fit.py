@@ -83,12 +83,16 @@ class FitVariables(eqx.Module):
     camera: jax.Array
 
     def params(self, setup: _Setup) -> BodyParams:
-        S = len(setup.model.site_names)
-        offsets = jnp.zeros((S, 3), self.offsets.dtype).at[np.asarray(setup.site_ids)].set(self.offsets * OFFSET_UNIT_M)
-        return BodyParams(jnp.exp(self.log_scales), offsets)
+        return BodyParams(jnp.exp(self.log_scales), site_offsets(setup.model, setup.site_ids, self.offsets))
 
     def rig(self, rig: CameraRig, ba_on) -> CameraRig:
         return moved_rig(rig, self.camera, ba_on)
+
+
+def site_offsets(model, site_ids, offsets_cm: jax.Array) -> jax.Array:
+    """(S, 3) m offsets of every site of ``model``: ``offsets_cm`` (M, 3) cm at ``site_ids``, 0 elsewhere."""
+    S = len(model.site_names)
+    return jnp.zeros((S, 3), offsets_cm.dtype).at[np.asarray(site_ids)].set(offsets_cm * OFFSET_UNIT_M)
 
 
 def moved_rig(rig: CameraRig, camera: jax.Array, ba_on=1.0) -> CameraRig:
@@ -131,7 +135,7 @@ class _Relabel:
 
 def _trial_residuals(setup: _Setup, traj, params: BodyParams, rig: CameraRig, trial: _Trial, frames) -> jax.Array:
     q = traj(trial.times[frames])
-    pts = jax.vmap(lambda qi: setup.model.markers(qi, params, setup.marker_set))(q)
+    pts = trajectories.markers_along(setup.model, params, q, setup.marker_set)
     return losses.reprojection_residuals(rig, pts, trial.keypoints[:, frames], trial.confidence[:, frames], setup.delta_px)
 
 
@@ -217,7 +221,7 @@ def _left_right_swaps(v: FitVariables, setup: _Setup, rig: CameraRig, trials, ba
     a, b = pairs[:, 0], pairs[:, 1]
     out = []
     for traj, t in zip(v.trajectories, trials):
-        points = jax.vmap(lambda q: setup.model.markers(q, params, setup.marker_set))(traj(t.times))
+        points = trajectories.markers_along(setup.model, params, traj(t.times), setup.marker_set)
         uv = project(r, points)
         kp, w = losses.observation_weights(t.keypoints, t.confidence)
         ok_a, ok_b = w[..., a] > 0, w[..., b] > 0
@@ -285,13 +289,6 @@ def _ba_prior(p, args):
     return jnp.concatenate(_prior_residuals(setup, _unpack_shared(p, setup, len(rig))))
 
 
-def _root_line(cmap, times) -> np.ndarray:
-    """(T, A): the straight line the trajectory adds to its root coordinates (0 for others)."""
-    a = np.asarray(cmap.active, int)
-    line = np.asarray(cmap.intercept)[a] + np.asarray(cmap.slope)[a] * (np.asarray(times)[:, None] - cmap.t0)
-    return np.where(np.asarray(cmap.bounded)[a], 0.0, line)
-
-
 def _joint_bundle_adjustment(v: FitVariables, setup: _Setup, rig: CameraRig, trials, iterations: int, progress: bool) -> FitVariables:
     """Bundle adjustment proper: per-frame poses, body parameters and camera moves refined
     together on every frame of every trial; then each spline trajectory is refitted to its
@@ -302,8 +299,7 @@ def _joint_bundle_adjustment(v: FitVariables, setup: _Setup, rig: CameraRig, tri
     for traj, trial in zip(v.trajectories, trials):
         times = np.asarray(trial.times, float)
         T = len(times)
-        line = _root_line(traj.cmap, times)
-        us.append(np.asarray(traj.raw(trial.times), float) + line)
+        us.append(np.asarray(traj.raw(trial.times), float) + traj.cmap.root_line(times))
         cmap0 = cmap0 or _replace(traj.cmap, intercept=(0.0,) * len(traj.cmap.intercept), slope=(0.0,) * len(traj.cmap.slope))
         frames.append((trial.times, jnp.moveaxis(trial.keypoints, 1, 0), jnp.moveaxis(trial.confidence, 1, 0),
                        jnp.full((T,), 1.0 / T, dtype)))
@@ -315,7 +311,7 @@ def _joint_bundle_adjustment(v: FitVariables, setup: _Setup, rig: CameraRig, tri
     trajs, start = [], 0
     for traj, trial in zip(v.trajectories, trials):
         times = np.asarray(trial.times, float)
-        z = np.asarray(u[start:start + len(times)], float) - _root_line(traj.cmap, times)
+        z = np.asarray(u[start:start + len(times)], float) - traj.cmap.root_line(times)
         start += len(times)
         if isinstance(traj, trajectories.SplineTrajectory):
             # Through the coordinates, so that poses at a joint's limit (logits anywhere towards

@@ -25,7 +25,7 @@ from . import losses, trajectories
 from ._io import InputError
 from .cameras import CameraRig
 from .capture import Capture
-from .fit import ADAM_B1, LR_DECAY, OFFSET_UNIT_M, WEIGHT_DECAY, _check_inputs
+from .fit import ADAM_B1, LR_DECAY, OFFSET_UNIT_M, WEIGHT_DECAY, _check_inputs, site_offsets
 from .params import BodyParams
 
 
@@ -72,11 +72,9 @@ def _subject_loss(setup: _PopSetup, base, control, log_scales, offsets, rig, key
     model = setup.model
     traj = trajectories.SplineTrajectory(cmap=setup.cmap, control=control, t_start=setup.t_start, t_end=setup.t_end)
     shared = base * jnp.asarray(setup.free_base, base.dtype)[:, None] * learn_base
-    S = len(model.site_names)
-    site_offsets = jnp.zeros((S, 3), base.dtype).at[np.asarray(setup.site_ids)].set((shared + offsets) * OFFSET_UNIT_M)
-    params = BodyParams(jnp.exp(log_scales), site_offsets)
+    params = BodyParams(jnp.exp(log_scales), site_offsets(model, setup.site_ids, shared + offsets))
     q = traj(times)
-    pts = jax.vmap(lambda qi: model.markers(qi, params, setup.marker_set))(q)
+    pts = trajectories.markers_along(model, params, q, setup.marker_set)
     r = losses.reprojection_residuals(rig, pts, keypoints, confidence, setup.delta_px)
     prior = setup.offset_weight * jnp.sum(offsets**2)
     prior = prior + setup.scale_weight * jnp.sum(log_scales[np.flatnonzero(setup.scale_prior)] ** 2)
@@ -200,10 +198,8 @@ def fit_population(
     base = np.asarray(v.base, float) * np.asarray(setup.free_base)[:, None] * float(learn_base)
     params, coords = [], []
     for s in range(S):
-        total = (base + np.asarray(v.offsets[s], float)) * OFFSET_UNIT_M
-        offsets = np.zeros((len(model.site_names), 3))
-        offsets[np.asarray(setup.site_ids)] = total
-        params.append(BodyParams(jnp.exp(v.log_scales[s]), jnp.asarray(offsets)))
+        offsets = site_offsets(model, setup.site_ids, jnp.asarray(base + np.asarray(v.offsets[s], float)))
+        params.append(BodyParams(jnp.exp(v.log_scales[s]), offsets))
         traj = trajectories.SplineTrajectory(cmap=cmap, control=v.control[s], t_start=setup.t_start, t_end=setup.t_end)
         coords.append(np.asarray(traj(jnp.asarray(times, dtype)), float))
     return PopulationResult(marker_set, base * OFFSET_UNIT_M, params, np.stack(coords), np.asarray(jnp.stack(history), float))

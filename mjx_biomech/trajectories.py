@@ -72,8 +72,14 @@ class CoordinateMap:
         coords = np.asarray(coords, float)[:, a]
         lo, hi, bounded = np.asarray(self.lower)[a], np.asarray(self.upper)[a], np.asarray(self.bounded)[a]
         frac = np.clip((coords - lo) / np.where(bounded, hi - lo, 1.0), _MARGIN, 1 - _MARGIN)
-        line = np.asarray(self.intercept)[a] + np.asarray(self.slope)[a] * (np.asarray(t)[:, None] - self.t0)
-        return np.where(bounded, np.log(frac / (1 - frac)), coords - line)
+        return np.where(bounded, np.log(frac / (1 - frac)), coords - self.root_line(t))
+
+    def root_line(self, t: np.ndarray) -> np.ndarray:
+        """(T, A) NumPy: the straight line added to the unbounded (root) active coordinates at
+        times ``t`` (T,); 0 for the bounded ones."""
+        a = np.asarray(self.active, int)
+        line = np.asarray(self.intercept)[a] + np.asarray(self.slope)[a] * (np.asarray(t, float)[:, None] - self.t0)
+        return np.where(np.asarray(self.bounded)[a], 0.0, line)
 
 
 def root_coordinates(model) -> np.ndarray:
@@ -222,12 +228,8 @@ def spline_from_coords(
     K = max(4, int(math.ceil((t1 - t0) * knots_per_second)) + 3)
     z = cmap.to_z(np.asarray(coords, float), times)
     ok = np.all(np.isfinite(z), axis=1)
-    B = SplineTrajectory.basis_matrix(times[ok], K, t0, t1)
-    # A small ridge keeps control points without data (none near them) at the mean.
-    lam = 1e-6
-    A = B.T @ B + lam * np.eye(K)
     mean = z[ok].mean(0) if ok.any() else np.zeros(z.shape[1])
-    control = np.linalg.solve(A, B.T @ z[ok] + lam * mean)
+    control = _control_by_least_squares(times[ok], z[ok], K, t0, t1, mean)
     return SplineTrajectory(cmap=cmap, control=jnp.asarray(control, dtype), t_start=t0, t_end=t1)
 
 
@@ -235,10 +237,16 @@ def spline_from_z(spline: SplineTrajectory, times: np.ndarray, z: np.ndarray) ->
     """``spline`` (its knots and map kept) with control points refitted by least squares to
     unconstrained values ``z`` (T, A) at ``times`` (T,)."""
     K = spline.control.shape[0]
-    B = SplineTrajectory.basis_matrix(np.asarray(times, float), K, spline.t_start, spline.t_end)
-    lam = 1e-6
-    control = np.linalg.solve(B.T @ B + lam * np.eye(K), B.T @ z + lam * np.asarray(spline.control, float))
+    control = _control_by_least_squares(np.asarray(times, float), z, K, spline.t_start, spline.t_end, np.asarray(spline.control, float))
     return SplineTrajectory(cmap=spline.cmap, control=jnp.asarray(control, spline.control.dtype), t_start=spline.t_start, t_end=spline.t_end)
+
+
+def _control_by_least_squares(times, z, K: int, t0: float, t1: float, toward) -> np.ndarray:
+    """(K, A) control points whose spline passes nearest ``z`` (T, A) at ``times``; a small ridge
+    keeps control points without data near them at ``toward`` ((A,) or (K, A))."""
+    B = SplineTrajectory.basis_matrix(times, K, t0, t1)
+    lam = 1e-6
+    return np.linalg.solve(B.T @ B + lam * np.eye(K), B.T @ z + lam * toward)
 
 
 def mlp_from_coords(

@@ -1,8 +1,12 @@
-"""The bundled full-body model: ``MODEL_PATH`` is the committed MJCF, ``build_mjcf()`` what its tables give."""
+"""Source of the bundled full-body model: readable tables, marker sets and the builder.
+
+``python -m assets.build_model`` writes ``MODEL_PATH`` (``mjx_biomech/data/fullbody.xml``, the
+package data ``mjx_biomech.load_model()`` reads); ``build_mjcf()`` is what the tables give.
+"""
 
 from pathlib import Path
 
-MODEL_PATH = Path(__file__).resolve().parent / "fullbody.xml"
+MODEL_PATH = Path(__file__).resolve().parent.parent / "mjx_biomech" / "data" / "fullbody.xml"
 
 
 def build_mjcf() -> str:

@@ -1,4 +1,4 @@
-"""Build the bundled full-body model ``assets/fullbody.xml`` from the readable tables beside it.
+"""Build the bundled full-body model ``mjx_biomech/data/fullbody.xml`` from the readable tables beside this file.
 
 ``python -m assets.build_model`` rewrites the MJCF; ``tests/test_assets.py`` fails when the committed
 file differs from what the tables give. Tables (CSV, ``#`` lines are comments):
@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mjx_biomech._io import InputError, write_text_atomic
+from mjx_biomech.body.metadata import METADATA_NAME
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import write_text_atomic
 
 ASSETS_DIR = Path(__file__).resolve().parent
 TABLES_DIR = ASSETS_DIR / "tables"
 MARKERSETS_DIR = ASSETS_DIR / "markersets"
-MODEL_PATH = ASSETS_DIR / "fullbody.xml"
+MODEL_PATH = ASSETS_DIR.parent / "mjx_biomech" / "data" / "fullbody.xml"
 
 BODY_MASS_KG = 75.0
 # OpenSim's Y-up ground turned +90 deg about X: OpenSim Y -> MuJoCo Z, OpenSim Z -> MuJoCo -Y.
@@ -406,7 +408,7 @@ def build_mjcf(tables_dir: Path = TABLES_DIR, markersets_dir: Path = MARKERSETS_
     keyframe = ET.SubElement(mujoco, "keyframe")
     ET.SubElement(keyframe, "key", name="neutral", qpos=_fmt([j.default for j in qpos_order]))
     custom = ET.SubElement(mujoco, "custom")
-    ET.SubElement(custom, "text", name="mjx_biomech", data=_metadata(joints, bodies, marker_sets))
+    ET.SubElement(custom, "text", name=METADATA_NAME, data=_metadata(joints, bodies, marker_sets))
     ET.indent(mujoco, space="  ")
     return ET.tostring(mujoco, encoding="unicode") + "\n"
 

@@ -24,9 +24,11 @@ import numpy as np
 from scipy.optimize import least_squares
 
 import mjx_biomech
-from mjx_biomech import metrics, synthetic, trajectories
-from mjx_biomech.cameras import project, triangulate_robust
-from mjx_biomech.fit import fit
+from mjx_biomech.analysis import metrics
+from mjx_biomech.capture.cameras import project, triangulate_robust
+from mjx_biomech.capture.captures import synthetic
+from mjx_biomech.fitting import trajectories
+from mjx_biomech.fitting.fit import fit
 
 MARKERS = "coco17"
 

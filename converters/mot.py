@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mjx_biomech._io import InputError, atomic_write, check_increasing_rows, check_times_argument, read_text_lines
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write, check_increasing_rows, check_times_argument, read_text_lines
 
 __all__ = ["MotionTable", "read_mot", "read_mot_internal", "write_mot", "write_sto"]
 

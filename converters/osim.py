@@ -27,8 +27,10 @@ import numpy as np
 
 from converters.osim_export import export
 from converters.osim_parse import Axis, Joint, OsimModel, read_osim
-from mjx_biomech import functions
-from mjx_biomech._io import InputError, write_text_atomic
+from mjx_biomech.body import functions
+from mjx_biomech.body.metadata import METADATA_NAME
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import write_text_atomic
 
 __all__ = ["export", "to_mjcf"]
 
@@ -295,7 +297,7 @@ def to_mjcf(osim_path: str | Path, out_path: str | Path | None = None) -> str:
     """Convert the OpenSim model at ``osim_path`` to MJCF; return the XML text.
 
     When ``out_path`` is given the text is also written there (atomically). Unsupported
-    elements raise :class:`mjx_biomech._io.InputError` naming the file and the element.
+    elements raise :class:`mjx_biomech.InputError` naming the file and the element.
     """
     model = read_osim(osim_path)
     builder = _Builder(model)
@@ -304,7 +306,7 @@ def to_mjcf(osim_path: str | Path, out_path: str | Path | None = None) -> str:
     if len(builder.asset) == 0:
         builder.root.remove(builder.asset)
     custom = ET.SubElement(builder.root, "custom")
-    ET.SubElement(custom, "text", name="mjx_biomech", data=json.dumps(builder.metadata(), separators=(",", ":")))
+    ET.SubElement(custom, "text", name=METADATA_NAME, data=json.dumps(builder.metadata(), separators=(",", ":")))
     ET.indent(builder.root)
     xml = ET.tostring(builder.root, encoding="unicode")
     try:
@@ -314,3 +316,13 @@ def to_mjcf(osim_path: str | Path, out_path: str | Path | None = None) -> str:
     if out_path is not None:
         write_text_atomic(out_path, xml)
     return xml
+
+
+def load_spec(osim_path: str | Path) -> mujoco.MjSpec:
+    """The ``MjSpec`` of the converted model: the loader ``mjx_biomech.load_model`` uses for ``.osim``
+    (registered as the ``osim`` entry point of ``mjx_biomech.model_loaders``)."""
+    xml = to_mjcf(osim_path)
+    try:
+        return mujoco.MjSpec.from_string(xml)
+    except ValueError as e:
+        raise InputError(f"{osim_path}: the converted MJCF does not parse: {e}") from e

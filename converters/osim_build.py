@@ -1,7 +1,7 @@
 """Build an OpenSim 4 ``.osim`` from a MuJoCo body model (one that did not come from ``.osim``).
 
 Lengths, masses and inertias are those of the person's statically scaled MuJoCo model
-(``model.to_mujoco(params)``), computed in float64 by the same rule (:mod:`mjx_biomech.scaling`:
+(``model.to_mujoco(params)``), computed in float64 by the same rule (:mod:`mjx_biomech.body.scaling`:
 positions in a body times its scale, mass by ``s_x s_y s_z``, inertia from the scaled second
 moment); dependent joints follow the core's rule (translational outputs times the parent
 body's scale along the axis). The XML is written directly (no ``opensim`` install is needed to
@@ -39,7 +39,7 @@ What is mapped:
 - Markers: every site, at its scaled position plus its offset, named by :func:`marker_name`
   (``/`` is not allowed in OpenSim names: ``bml_movi_87/lasis`` becomes ``bml_movi_87_lasis``).
 
-What is refused (:class:`mjx_biomech._io.InputError`): free and ball joints (their
+What is refused (:class:`mjx_biomech.InputError`): free and ball joints (their
 rotation-vector coordinates have no exact CustomJoint form; give the model hinges and slides),
 a coordinate that drives only stages of composite functions, and names that collide after the
 mapping. Not exported: geoms (so OpenSim shows no bones, only frames and markers), actuators,
@@ -59,8 +59,9 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from mjx_biomech import functions, scaling
-from mjx_biomech._io import InputError, atomic_write
+from mjx_biomech.body import functions, scaling
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write
 
 # OpenSim ground in the MuJoCo world: turned +90 degrees about X.
 GROUND_QUAT = np.array([np.cos(np.pi / 4), np.sin(np.pi / 4), 0.0, 0.0])
@@ -244,7 +245,7 @@ class _Builder:
         self.m = m = model.mj_model
         with jax.enable_x64(True):
             s = self.body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
-        # The static scaling of mjx_biomech.scaling (what model.to_mujoco compiles), in float64.
+        # The static scaling of mjx_biomech.body.scaling (what model.to_mujoco compiles), in float64.
         self.body_pos = m.body_pos * s[m.body_parentid]
         self.jnt_pos = m.jnt_pos * s[m.jnt_bodyid]
         self.site_pos = m.site_pos * s[m.site_bodyid] + np.asarray(params.offsets, dtype=np.float64)

@@ -23,7 +23,8 @@ import numpy as np
 
 from converters import osim_build
 from converters.osim_parse import read_osim
-from mjx_biomech._io import InputError, atomic_write
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write
 
 
 def _num(values) -> str:

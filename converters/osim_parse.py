@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mjx_biomech import functions
-from mjx_biomech._io import InputError
+from mjx_biomech.body import functions
+from mjx_biomech.errors import InputError
 
 # Absent properties take OpenSim 4.6's defaults (it writes only the properties that differ).
 # Kinematically inert parts of a model: forces, muscles, controllers, probes, contact geometry.

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mjx_biomech._io import InputError, atomic_write, check_increasing_rows, check_times_argument, read_text_lines
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write, check_increasing_rows, check_times_argument, read_text_lines
 
 __all__ = ["TrcData", "read_trc", "write_trc", "y_up_to_z_up", "z_up_to_y_up"]
 

@@ -17,7 +17,7 @@ import mujoco
 import numpy as np
 
 from converters import osim
-from mjx_biomech import functions
+from mjx_biomech.body import functions
 
 TOLERANCE_M = 1e-6
 # Coordinates with effectively unbounded ranges are sampled within these bounds.

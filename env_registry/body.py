@@ -23,7 +23,9 @@ import mujoco
 import numpy as np
 
 import mjx_biomech
-from mjx_biomech._io import InputError
+from mjx_biomech.body.loading import bundled_model_path
+from mjx_biomech.body.metadata import METADATA_NAME, read_metadata
+from mjx_biomech.errors import InputError
 
 PELVIS_COORDINATES = ("pelvis_tx", "pelvis_ty", "pelvis_tz", "pelvis_tilt", "pelvis_list", "pelvis_rotation")
 # Joints the lower-body model deletes: the upper body is welded to the pelvis, the feet become
@@ -36,7 +38,6 @@ UPPER_BODY_JOINTS = (
 )  # fmt: skip
 FOOT_JOINTS = ("subtalar_angle_r", "mtp_angle_r", "subtalar_angle_l", "mtp_angle_l")
 BODY_MODELS = ("lower_body", "fullbody")
-METADATA_NAME = "mjx_biomech"
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,7 @@ class Body:
 
 def _spec_for(name: str) -> tuple[mujoco.MjSpec, str]:
     if name in BODY_MODELS:
-        import assets
-
-        return mujoco.MjSpec.from_file(str(assets.MODEL_PATH)), name
+        return mujoco.MjSpec.from_file(str(bundled_model_path())), name
     path = Path(name)
     if not path.exists():
         raise InputError(
@@ -109,9 +108,7 @@ def _delete_joints(spec: mujoco.MjSpec, names: tuple[str, ...]) -> None:
 
 def _fused_metadata(mj_model: mujoco.MjModel) -> dict | None:
     """The model's metadata with scale groups restricted to the bodies left after fusing."""
-    from mjx_biomech.model import _read_metadata_from_model
-
-    meta = _read_metadata_from_model(mj_model)
+    meta = read_metadata(mj_model)
     if meta is None or "scale_groups" not in meta:
         return meta
     bodies = {mj_model.body(i).name for i in range(mj_model.nbody)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 REWARDS = ("exp", "mse")
 CONTROLS = ("torque", "pd")

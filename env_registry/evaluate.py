@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mjx_biomech import metrics
-from mjx_biomech._io import InputError, atomic_write, write_text_atomic
+from mjx_biomech.analysis import metrics
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write, write_text_atomic
 
 from .config import GaitImitationConfig
 

@@ -57,9 +57,9 @@ class MjxBiomechGaitImitation(LocoEnv):
 
     @classmethod
     def get_default_xml_file_path(cls) -> str:
-        import assets
+        from mjx_biomech.body.loading import bundled_model_path
 
-        return str(assets.MODEL_PATH)
+        return str(bundled_model_path())
 
     @info_property
     def root_body_name(self) -> str:

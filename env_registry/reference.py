@@ -2,7 +2,7 @@
 tracking targets (keypoints, angles, velocities) the environments compare the body with.
 
 Sources: an OpenSim .mot file (``converters.mot``), a fit result folder (every .mot inside), or
-:func:`mjx_biomech.synthetic.walking` (``"synthetic"`` or ``"synthetic:N"`` for N people).
+:func:`mjx_biomech.capture.synthetic.walking` (``"synthetic"`` or ``"synthetic:N"`` for N people).
 Coordinates are matched to the simulated body by OpenSim name; columns the body lacks (the upper
 body of a lower-body model) are ignored. Files are resampled to the control rate.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 from .body import Body
 from .tracking import HALPE_EXCLUDED, KEYPOINT_SET, PELVIS_KEYPOINT, SAGITTAL_COORDINATES
@@ -103,7 +103,7 @@ def from_fit_folder(folder, body: Body, fps: float) -> Reference:
 def synthetic(body: Body, fps: float, num: int = 4, first_seed: int = 0, duration: float = 4.0, speed: float = 1.3) -> Reference:
     """``num`` synthetic walks with seeds ``first_seed`` … ``first_seed + num − 1`` (people whose
     joint curves differ by a few percent; other seeds give held-out people)."""
-    from mjx_biomech import synthetic as synth
+    from mjx_biomech.capture.captures import synthetic as synth
 
     seeds = range(first_seed, first_seed + num)
     trajectories = [synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=s)[1] for s in seeds]

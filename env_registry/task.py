@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 from . import tracking
 from .body import Body, build_body

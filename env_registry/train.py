@@ -16,7 +16,8 @@ import json
 import pickle
 from pathlib import Path
 
-from mjx_biomech._io import InputError, atomic_write, write_text_atomic
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write, write_text_atomic
 
 from .config import CONTROLS, REWARDS, GaitImitationConfig
 

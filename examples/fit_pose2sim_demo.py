@@ -47,10 +47,11 @@ def main(argv=None) -> int:
         return 2
 
     from converters.trc import read_trc
-    from mjx_biomech import load_model, metrics
-    from mjx_biomech.cameras import CameraRig, project
-    from mjx_biomech.capture import Capture
-    from mjx_biomech.fit import fit
+    from mjx_biomech import load_model
+    from mjx_biomech.analysis import metrics
+    from mjx_biomech.capture.cameras import CameraRig, project
+    from mjx_biomech.capture.captures import Capture
+    from mjx_biomech.fitting.fit import fit
 
     model = load_model()
     rig = CameraRig.from_toml(data / "calibration.toml")

@@ -1,4 +1,4 @@
-"""The bundled full-body model (assets/fullbody.xml): generated from its tables, anthropometry and OpenSim sign conventions
+"""The bundled full-body model (mjx_biomech/data/fullbody.xml, built from assets/): generated from its tables, anthropometry and OpenSim sign conventions
 checked with MuJoCo's C engine."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 
 import assets
 from assets import build_model
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 # Rajagopal2016.osim's coordinates (plus a neck), in its coordinate order: pelvis tilt/list/rotation/tx/ty/tz, right leg,
 # left leg, lumbar, neck, right arm, left arm.
@@ -111,7 +111,7 @@ def _geom(model, data, name):
 
 def test_committed_model_is_what_the_tables_build():
     assert assets.build_mjcf() == assets.MODEL_PATH.read_text(encoding="utf-8"), (
-        "assets/fullbody.xml is out of date with its tables: run python -m assets.build_model")
+        "mjx_biomech/data/fullbody.xml is out of date with its tables: run python -m assets.build_model")
 
 
 def test_model_compiles_with_75_kg_and_opensim_coordinates(model, meta):

@@ -1,7 +1,7 @@
 """The Schur-complement Levenberg–Marquardt of bundle adjustment against dense least squares.
 
 A small bundle-adjustment problem (3D points seen by three pinhole cameras whose poses and
-focal lengths are shared, one point per "frame") is solved by :mod:`mjx_biomech.bundle` and by
+focal lengths are shared, one point per "frame") is solved by :mod:`mjx_biomech.fitting.solvers.schur_lm` and by
 SciPy's dense ``least_squares`` on the stacked vector: the oracle for the optimum. The damped
 step itself must equal the dense linear solve of ``(JᵀJ + λ D) δ = −Jᵀr``.
 """
@@ -13,8 +13,8 @@ import pytest
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from mjx_biomech import bundle
-from mjx_biomech.cameras import rodrigues
+from mjx_biomech.fitting.solvers import schur_lm as bundle
+from mjx_biomech.capture.cameras import rodrigues
 
 jax.config.update("jax_enable_x64", True)
 

@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import scipy.linalg  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
-from mjx_biomech._io import InputError  # noqa: E402
-from mjx_biomech.cameras import (  # noqa: E402
+from mjx_biomech.io import InputError  # noqa: E402
+from mjx_biomech.capture.cameras import (  # noqa: E402
     Camera,
     CameraRig,
     extrinsic_difference,

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mjx_biomech._io import InputError
-from mjx_biomech.cameras import Camera, CameraRig
-from mjx_biomech.capture import Capture
+from mjx_biomech.errors import InputError
+from mjx_biomech.capture.cameras import Camera, CameraRig
+from mjx_biomech.capture.captures import Capture
 
 NAMES = ("nose", "left_hip", "right_hip")
 DEMO = Path("/work/shared/data/pose2sim-demo/keypoints_blazepose.npz")
@@ -168,7 +168,7 @@ def test_reads_the_pose2sim_demo_capture():
 
 
 def test_mirror_pairs_match_left_and_right_keypoints_of_every_naming_style():
-    from mjx_biomech.capture import mirror_pairs
+    from mjx_biomech.capture.captures import mirror_pairs
 
     names = ["nose", "left_knee", "right_knee", "mouth_left", "mouth_right", "LHeel", "RHeel", "Neck",
              "lkne", "rkne", "pelv", "hip_l", "hip_r", "rib", "left_only"]

@@ -63,7 +63,7 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from mjx_biomech._io import write_text_atomic
+    from mjx_biomech.io import write_text_atomic
 
     umask = os.umask(0o022)
     try:

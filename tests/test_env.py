@@ -17,7 +17,7 @@ from env_registry.config import GaitImitationConfig  # noqa: E402
 from env_registry.gym_env import GaitImitationGymEnv  # noqa: E402
 from env_registry.mjx_env import GaitImitationEnv  # noqa: E402
 from env_registry.task import make_task  # noqa: E402
-from mjx_biomech._io import InputError  # noqa: E402
+from mjx_biomech.io import InputError  # noqa: E402
 
 NUM_ENVS = 64
 HALPE_23 = ("LEar", "REar", "LShoulder", "RShoulder", "LElbow", "RElbow", "LWrist", "RWrist", "LHip", "RHip",

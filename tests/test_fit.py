@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 import mjx_biomech
-from mjx_biomech import losses, synthetic, trajectories
-from mjx_biomech.cameras import extrinsic_difference, project
-from mjx_biomech._io import InputError
-from mjx_biomech.capture import Capture, mirror_pairs
-from mjx_biomech.fit import fit
-from mjx_biomech.results import truth_metrics
+from mjx_biomech.fitting import losses
+from mjx_biomech.capture.captures import synthetic
+from mjx_biomech.fitting import trajectories
+from mjx_biomech.capture.cameras import extrinsic_difference, project
+from mjx_biomech.errors import InputError
+from mjx_biomech.capture.captures import Capture, mirror_pairs
+from mjx_biomech.fitting.fit import fit
+from mjx_biomech.analysis.results import truth_metrics
 
 MARKERS = "bml_movi_87"
 # Offsets towards 0 weigh more than the library default: the true offsets are 0 here, and the

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjx_biomech import functions
+from mjx_biomech.body import functions
 
 osim = pytest.importorskip("opensim")
 

@@ -9,8 +9,8 @@ import math  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mjx_biomech.cameras import Camera, CameraRig, project  # noqa: E402
-from mjx_biomech.metrics import (  # noqa: E402
+from mjx_biomech.capture.cameras import Camera, CameraRig, project  # noqa: E402
+from mjx_biomech.analysis.metrics import (  # noqa: E402
     bias_removed_rmse,
     bland_altman,
     gait_events,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mjx_biomech as mb
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 
 def random_person(model, rng, scale=(0.8, 1.2), offset=0.03):

@@ -9,7 +9,7 @@ import pytest
 
 from converters.mot import MotionTable, read_mot, read_mot_internal, write_mot, write_sto
 from converters.trc import read_trc, write_trc, y_up_to_z_up, z_up_to_y_up
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 NAMES = ("pelvis_tilt", "pelvis_tx", "hip_flexion_r", "knee_r_beta")
 ROTATIONAL = (True, False, True, False)  # knee_r_beta is a coupled coordinate: never converted

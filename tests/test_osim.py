@@ -12,7 +12,7 @@ import pytest
 
 from converters import osim as osim_converter
 from converters import validate as validator
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 osim = pytest.importorskip("opensim")
 
@@ -257,7 +257,7 @@ def test_coupled_joints_get_joint_equalities_for_mujoco_dynamics(custom_osim):
     assert len(rows) == 1 and mj_model.eq_obj2id[rows[0]] == knee
     # The quartic follows the composed spline within a few milliradians over the knee's range.
     fn = next(d["function"] for d in metadata["dependent_joints"] if d["joint"] == "patellofemoral_rotation1")
-    from mjx_biomech import functions
+    from mjx_biomech.body import functions
 
     x = np.linspace(-2.2, 0.3, 50)
     fit = np.polynomial.polynomial.polyval(x, mj_model.eq_data[rows[0], :5])

@@ -13,7 +13,7 @@ from converters import osim as osim_converter
 from converters import osim_build, validate
 from converters.mot import read_mot
 from converters.trc import write_trc, z_up_to_y_up
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 osim = pytest.importorskip("opensim")
 from test_osim import custom_model  # noqa: E402  (pytest puts tests/ on sys.path)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import mjx_biomech
-from mjx_biomech import synthetic
-from mjx_biomech._io import InputError
-from mjx_biomech.population import fit_population
+from mjx_biomech.capture.captures import synthetic
+from mjx_biomech.errors import InputError
+from mjx_biomech.fitting.population import fit_population
 
 MARKERS = "bml_movi_87"
 PEOPLE = 6

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import mjx_biomech
-from mjx_biomech import cameras, synthetic
+from mjx_biomech.capture.captures import cameras
+from mjx_biomech.capture.captures import synthetic
 
 
 @pytest.fixture(scope="module")

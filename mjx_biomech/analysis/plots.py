@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import metrics  # noqa: E402
-from ._io import atomic_write  # noqa: E402
-from .cameras import project  # noqa: E402
+from mjx_biomech.analysis import metrics
+from mjx_biomech.capture.cameras import project  # noqa: E402
+from mjx_biomech.io import atomic_write  # noqa: E402
 
 _JOINTS = ("hip_flexion", "hip_adduction", "knee_angle", "ankle_angle", "arm_flex", "elbow_flex")
 

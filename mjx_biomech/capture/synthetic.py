@@ -16,11 +16,11 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
 
-from ._io import InputError
-from .cameras import Camera, CameraRig, project
-from .capture import Capture
-from .params import BodyParams
-from .trajectories import markers_along
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.capture.cameras import Camera, CameraRig, project
+from mjx_biomech.capture.captures import Capture
+from mjx_biomech.errors import InputError
+from mjx_biomech.fitting.trajectories import markers_along
 
 # Normative sagittal and frontal joint angles over one gait cycle, from right heel strike
 # (percent of the cycle, degrees), after Perry & Burnfield (2010) and Winter (2009): hip

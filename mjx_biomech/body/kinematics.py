@@ -16,6 +16,8 @@ import mujoco
 import numpy as np
 from jax import Array
 
+from mjx_biomech.body.rotations import axis_angle_to_mat, quat_to_mat
+
 
 @dataclass(frozen=True)
 class _Joint:
@@ -48,36 +50,6 @@ class Kinematics:
     xpos: Array
     xmat: Array
     site_xpos: Array
-
-
-def _quat_to_mat(q) -> Array:
-    q = q / jnp.linalg.norm(q)
-    w, x, y, z = q[0], q[1], q[2], q[3]
-    return jnp.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def _axis_angle_to_mat(axis: np.ndarray, angle) -> Array:
-    c, s = jnp.cos(angle), jnp.sin(angle)
-    principal = np.flatnonzero(np.abs(axis) > 1 - 1e-12)
-    if principal.size == 1:
-        # Rotation about a body axis: write the matrix directly (a much smaller program to compile).
-        k = int(principal[0])
-        s = s * np.sign(axis[k])
-        i, j = (k + 1) % 3, (k + 2) % 3
-        one, zero = jnp.ones_like(c), jnp.zeros_like(c)
-        rows = [[None] * 3 for _ in range(3)]
-        rows[k][k], rows[k][i], rows[k][j] = one, zero, zero
-        rows[i][k], rows[j][k] = zero, zero
-        rows[i][i], rows[i][j], rows[j][i], rows[j][j] = c, -s, s, c
-        return jnp.stack([jnp.stack(r) for r in rows])
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + s * k + (1 - c) * (k @ k)
 
 
 class KinematicTree:
@@ -135,14 +107,14 @@ class KinematicTree:
                 q = qpos[jnt.qposadr]
                 if jnt.kind == mujoco.mjtJoint.mjJNT_FREE:
                     pos = qpos[jnt.qposadr : jnt.qposadr + 3]
-                    mat = _quat_to_mat(qpos[jnt.qposadr + 3 : jnt.qposadr + 7])
+                    mat = quat_to_mat(qpos[jnt.qposadr + 3 : jnt.qposadr + 7])
                 elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
                     pos = pos + mat @ (jnt.axis * (q - jnt.qpos0))
                 else:
                     if jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
-                        rot = _axis_angle_to_mat(jnt.axis, q - jnt.qpos0)
+                        rot = axis_angle_to_mat(jnt.axis, q - jnt.qpos0)
                     else:
-                        rot = _quat_to_mat(qpos[jnt.qposadr : jnt.qposadr + 4])
+                        rot = quat_to_mat(qpos[jnt.qposadr : jnt.qposadr + 4])
                     if jnt.anchor.any():
                         anchor = jnt.anchor * body_scale[body.index]
                         xanchor = pos + mat @ anchor

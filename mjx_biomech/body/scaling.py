@@ -22,17 +22,12 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from mjx_biomech._io import atomic_write
-from mjx_biomech.params import BodyParams
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.body.rotations import quat_to_mat_np
+from mjx_biomech.io import atomic_write
 
 if TYPE_CHECKING:
-    from mjx_biomech.model import BiomechModel
-
-
-def _rot(quat) -> np.ndarray:
-    r = np.zeros(9)
-    mujoco.mju_quat2Mat(r, np.asarray(quat, float))
-    return r.reshape(3, 3)
+    from mjx_biomech.body.model import BiomechModel
 
 
 def scaled_inertia(mass: float, inertia: np.ndarray, iquat: np.ndarray, s: np.ndarray):
@@ -44,7 +39,7 @@ def scaled_inertia(mass: float, inertia: np.ndarray, iquat: np.ndarray, s: np.nd
     Returns:
         (mass', (3, 3) inertia about the centre of mass, body-frame axes).
     """
-    r = _rot(iquat)
+    r = quat_to_mat_np(iquat)
     inertia_body = r @ np.diag(inertia) @ r.T
     second_moment = 0.5 * np.trace(inertia_body) * np.eye(3) - inertia_body
     det = float(np.prod(s))
@@ -69,7 +64,7 @@ def principal_inertia(inertia: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _axis_scales(quat, s: np.ndarray) -> np.ndarray:
     """(3,) how much each axis of a frame (orientation ``quat`` in the body) stretches under ``s``."""
-    return np.linalg.norm(s[:, None] * _rot(quat), axis=0)
+    return np.linalg.norm(s[:, None] * quat_to_mat_np(quat), axis=0)
 
 
 def _size_scale(s: np.ndarray) -> float:
@@ -120,7 +115,7 @@ def scaled_equality_data(m0: mujoco.MjModel, e: int, data: np.ndarray, bscale: n
         data[3:6] *= bscale[obj1]
     elif kind == int(mujoco.mjtEq.mjEQ_JOINT) and int(m0.jnt_type[obj1]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
         body = m0.jnt_bodyid[obj1]
-        axis = _rot(m0.body_quat[body]) @ m0.jnt_axis[obj1]
+        axis = quat_to_mat_np(m0.body_quat[body]) @ m0.jnt_axis[obj1]
         data[0:5] *= np.linalg.norm(bscale[m0.body_parentid[body]] * axis)
     return data
 
@@ -298,7 +293,7 @@ def scaled_mjx_model(model: "BiomechModel", params: BodyParams):
     parent = np.asarray(m0.body_parentid)
     det = jnp.prod(bscale, axis=-1)
     # Principal moments follow the second moment along each principal axis (exact for isotropic scales).
-    iq = np.stack([_rot(q) for q in m0.body_iquat])
+    iq = np.stack([quat_to_mat_np(q) for q in m0.body_iquat])
     s_principal = jnp.abs(jnp.einsum("bji,bj->bi", iq, bscale))
     c = 0.5 * jnp.sum(m0.body_inertia, axis=-1, keepdims=True) - m0.body_inertia
     c = det[:, None] * s_principal**2 * c

@@ -11,14 +11,14 @@ import argparse
 import importlib
 import sys
 
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "model": ("mjx_biomech.model_cli", "inspect or scale a body model"),
+    "model": ("mjx_biomech.cli.model", "inspect or scale a body model"),
     "validate": ("converters.validate", "compare a converted .osim model with OpenSim at random poses"),
-    "demo": ("mjx_biomech.demo", "fit a synthetic 8-camera capture of the bundled model and write every output"),
-    "fit": ("mjx_biomech.fit_cli", "fit a scaled model to multi-camera 2D keypoints"),
+    "demo": ("mjx_biomech.cli.demo", "fit a synthetic 8-camera capture of the bundled model and write every output"),
+    "fit": ("mjx_biomech.cli.fit", "fit a scaled model to multi-camera 2D keypoints"),
     "train": ("env_registry.train", "train a gait-imitation policy with brax PPO"),
     "evaluate": ("env_registry.evaluate", "evaluate a trained gait-imitation policy"),
 }

@@ -31,7 +31,8 @@ import numpy as np
 import tomli_w
 from scipy.spatial.transform import Rotation
 
-from ._io import InputError, atomic_write
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write
 
 # Below this squared angle (rad²) the Rodrigues coefficients use their Taylor series: the
 # closed forms divide by θ and θ², whose gradients are NaN at θ = 0.

@@ -26,9 +26,9 @@ import mujoco
 import numpy as np
 from jax import Array
 
-from ._io import InputError
-from .cameras import CameraRig, triangulate_robust
-from .capture import Capture
+from mjx_biomech.capture.cameras import CameraRig, triangulate_robust
+from mjx_biomech.capture.captures import Capture
+from mjx_biomech.errors import InputError
 
 # Bounded coordinates start at least this fraction of their range inside a bound, where the
 # sigmoid still has a useful slope.

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ._io import InputError, atomic_write
-from .cameras import CameraRig, project
+from mjx_biomech.capture.cameras import CameraRig, project
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write
 
 # Normal-consistency factor: for Gaussian data 0.7413·IQR estimates the standard deviation
 # (1 / (2 Φ⁻¹(0.75)) = 0.7413).

@@ -28,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import mjx_biomech
-    from mjx_biomech._io import InputError
-    from mjx_biomech.cameras import CameraRig
-    from mjx_biomech.capture import Capture
-    from mjx_biomech.fit import fit
+    from mjx_biomech.capture.cameras import CameraRig
+    from mjx_biomech.capture.captures import Capture
+    from mjx_biomech.errors import InputError
+    from mjx_biomech.fitting.fit import fit
 
     console = Console()
     try:

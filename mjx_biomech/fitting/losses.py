@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from .cameras import CameraRig, project
-from .params import BodyParams
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.capture.cameras import CameraRig, project
 
 
 def robust_residuals(diff: Array, weight: Array, delta: float) -> Array:

@@ -21,12 +21,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from . import losses, trajectories
-from ._io import InputError
-from .cameras import CameraRig
-from .capture import Capture
-from .fit import ADAM_B1, LR_DECAY, OFFSET_UNIT_M, WEIGHT_DECAY, _check_inputs, site_offsets
-from .params import BodyParams
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.capture.cameras import CameraRig
+from mjx_biomech.capture.captures import Capture
+from mjx_biomech.errors import InputError
+from mjx_biomech.fitting import losses, trajectories
+from mjx_biomech.fitting.fit import ADAM_B1, LR_DECAY, OFFSET_UNIT_M, WEIGHT_DECAY, _check_inputs, site_offsets
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def fit_population(
             or "hee").
         learn_base: False fits every subject alone (the base stays 0): the baseline.
         offset_weight: prior weight per (1 cm)² of a subject's own offsets; base_weight: the
-            same for the base (weak). Other arguments as for :func:`mjx_biomech.fit.fit`.
+            same for the base (weak). Other arguments as for :func:`mjx_biomech.fitting.fit.fit`.
     """
     S = len(subjects)
     if S < 2:

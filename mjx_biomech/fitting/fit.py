@@ -2,14 +2,14 @@
 
 One objective, several scopes and two solvers:
 
-- data: the confidence-weighted Huber reprojection error (:mod:`mjx_biomech.losses`) of the
+- data: the confidence-weighted Huber reprojection error (:mod:`mjx_biomech.fitting.losses`) of the
   model's markers for every trial, as a mean over frames;
 - priors: L2 on the marker offsets (in centimetres) and a weak one on the log of every scale
   group but ``overall`` (which fixes the product ``overall × group`` that the data cannot split);
 - scope: one or several trials of one person share :class:`BodyParams` (bilevel); camera
   extrinsics are freed after ``ba_start_fraction`` of the steps (bundle adjustment: a
   Levenberg–Marquardt over every frame's pose, the body and the cameras, see
-  :mod:`mjx_biomech.bundle`), the first camera held and the second kept at its distance from
+  :mod:`mjx_biomech.fitting.solvers.schur_lm`), the first camera held and the second kept at its distance from
   it to fix the gauge;
 - detector errors: Huber residuals bound outliers, and left/right detections that the fitted
   model says were exchanged are swapped back, per camera, frame and mirror pair;
@@ -26,7 +26,8 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, replace as _replace
+from dataclasses import dataclass
+from dataclasses import replace as _replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,12 +39,13 @@ import optax
 import optimistix as optx
 from tqdm.auto import tqdm
 
-from . import bundle, losses, trajectories
-from ._io import InputError
-from .cameras import CameraRig, project, rodrigues
-from .capture import Capture, mirror_pairs
-from .params import BodyParams
-from .results import FitResult, TrialResult, fit_metrics
+from mjx_biomech.analysis.results import FitResult, TrialResult, fit_metrics
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.capture.cameras import CameraRig, project, rodrigues
+from mjx_biomech.capture.captures import Capture, mirror_pairs
+from mjx_biomech.errors import InputError
+from mjx_biomech.fitting import losses, trajectories
+from mjx_biomech.fitting.solvers import schur_lm as bundle
 
 # The paper's AdamW: β1 = 0.8, weight decay 1e-5, learning rate decaying 1000-fold (1e-4 → 1e-7).
 ADAM_B1 = 0.8
@@ -261,7 +263,7 @@ def _relabel_left_right(v, setup, rig, trials, ba_on, pairs, swapped, threshold_
 
 # ------------------------------------------------------------------ joint bundle adjustment
 # Levenberg–Marquardt over every frame's pose, the body parameters and the cameras together
-# (:mod:`mjx_biomech.bundle`). A frame's pose is ``u``: the trajectory's unconstrained values of
+# (:mod:`mjx_biomech.fitting.solvers.schur_lm`). A frame's pose is ``u``: the trajectory's unconstrained values of
 # the active coordinates (logits of bounded ones, the root's own values), so joint ranges hold.
 
 
@@ -458,7 +460,7 @@ def fit(
             steps, the gauge fixed by the first camera (held) and the distance from it to the
             second (kept). At that point a Levenberg–Marquardt bundle adjustment refines every
             frame's pose, the body parameters and the cameras together (``ba_iterations``
-            iterations, :mod:`mjx_biomech.bundle`); the steps after it refine the trajectories
+            iterations, :mod:`mjx_biomech.fitting.solvers.schur_lm`); the steps after it refine the trajectories
             with the cameras moving at Adam learning rate ``ba_lr`` (decaying 1000-fold over
             that phase), and a last bundle adjustment ends the fit.
         huber_delta_px: Huber threshold (px). offset_weight: prior weight per (1 cm)² of marker

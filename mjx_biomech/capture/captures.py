@@ -18,8 +18,9 @@ from typing import Sequence
 import equinox as eqx
 import numpy as np
 
-from ._io import InputError, atomic_write
-from .cameras import CameraRig
+from mjx_biomech.capture.cameras import CameraRig
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import atomic_write
 
 
 class Capture(eqx.Module):

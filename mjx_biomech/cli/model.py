@@ -9,7 +9,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from mjx_biomech._io import InputError
+from mjx_biomech.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

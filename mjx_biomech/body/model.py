@@ -8,12 +8,10 @@ pure JAX function.
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +19,12 @@ import mujoco
 import numpy as np
 from jax import Array
 
-from mjx_biomech import functions
-from mjx_biomech._io import InputError
-from mjx_biomech.kinematics import Kinematics, KinematicTree
-from mjx_biomech.params import BodyParams
+from mjx_biomech.body import functions
+from mjx_biomech.body.kinematics import Kinematics, KinematicTree
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.body.rotations import rotvec_to_quat
+from mjx_biomech.errors import InputError
 
-METADATA_NAME = "mjx_biomech"
 _FREE_SUFFIXES = ("_tx", "_ty", "_tz", "_rx", "_ry", "_rz")
 _BALL_SUFFIXES = ("_rx", "_ry", "_rz")
 
@@ -71,21 +69,7 @@ class ScaleGroup:
     per_axis: bool
 
 
-def _read_metadata_from_spec(spec: mujoco.MjSpec) -> dict | None:
-    for text in spec.texts:
-        if text.name == METADATA_NAME:
-            return json.loads(text.data)
-    return None
 
-
-def _rotvec_to_quat(v: Array) -> Array:
-    """Unit quaternion (w, x, y, z) of a rotation vector; smooth (and differentiable) at 0."""
-    theta2 = jnp.sum(v * v)
-    safe = jnp.where(theta2 > 1e-12, theta2, 1.0)
-    theta = jnp.sqrt(safe)
-    half_sinc = jnp.where(theta2 > 1e-12, jnp.sin(theta / 2) / theta, 0.5 - theta2 / 48.0)
-    w = jnp.where(theta2 > 1e-12, jnp.cos(theta / 2), 1.0 - theta2 / 8.0)
-    return jnp.concatenate([w[None], half_sinc * v])
 
 
 class BiomechModel:
@@ -431,9 +415,9 @@ class BiomechModel:
                 raise self._err(f"{kind} joint at qpos {adr} lacks some of its coordinates")
             if kind == "free":
                 qpos = qpos.at[adr : adr + 3].set(values[np.array(idx[:3])])
-                qpos = qpos.at[adr + 3 : adr + 7].set(_rotvec_to_quat(values[np.array(idx[3:])]))
+                qpos = qpos.at[adr + 3 : adr + 7].set(rotvec_to_quat(values[np.array(idx[3:])]))
             else:
-                qpos = qpos.at[adr : adr + 4].set(_rotvec_to_quat(values[np.array(idx)]))
+                qpos = qpos.at[adr : adr + 4].set(rotvec_to_quat(values[np.array(idx)]))
         if self.dependents:
             bscale = self.body_scales(params)
             for d, fn, (parent, axis) in zip(self.dependents, self._dep_fns, self._dep_parent):
@@ -464,13 +448,13 @@ class BiomechModel:
 
     # ----------------------------------------------------------------- static twin
     def to_mujoco(self, params: BodyParams | None = None, total_mass: float | None = None) -> mujoco.MjModel:
-        """A statically scaled ``MjModel`` compiled from an ``MjSpec`` (see :mod:`mjx_biomech.scaling`).
+        """A statically scaled ``MjModel`` compiled from an ``MjSpec`` (see :mod:`mjx_biomech.body.scaling`).
 
         A model loaded from a compiled ``MjModel`` has no spec; its copy is scaled field by
         field by the same rules and MuJoCo's ``mj_setConst`` recomputes the derived constants.
         ``total_mass`` (kg) rescales every mass and inertia after geometric scaling.
         """
-        from mjx_biomech import scaling
+        from mjx_biomech.body import scaling
 
         params = self.default_params() if params is None else params
         if self.spec is None:
@@ -479,13 +463,13 @@ class BiomechModel:
 
     def to_mjcf(self, params: BodyParams | None, path: str | os.PathLike, total_mass: float | None = None) -> Path:
         """Write the statically scaled model as MJCF (atomically); returns the path."""
-        from mjx_biomech import scaling
+        from mjx_biomech.body import scaling
 
         return scaling.write_scaled_mjcf(self, self.default_params() if params is None else params, path, total_mass)
 
     def mjx_model(self, params: BodyParams | None = None):
         """An MJX model with this person's geometry and mass properties (dynamic scaling)."""
-        from mjx_biomech import scaling
+        from mjx_biomech.body import scaling
 
         return scaling.scaled_mjx_model(self, self.default_params() if params is None else params)
 
@@ -528,80 +512,6 @@ def _with_tables(model: BiomechModel, metadata: dict) -> BiomechModel:
     out.scale_groups = out._scale_groups(metadata["scale_groups"])
     out._build_tables()
     return out
-
-
-def _compile(spec: mujoco.MjSpec, source: str) -> mujoco.MjModel:
-    try:
-        return spec.compile()
-    except (ValueError, RuntimeError) as e:
-        raise InputError(f"{source}: MuJoCo could not compile the model: {e}") from e
-
-
-def _from_spec(spec: mujoco.MjSpec, source: str) -> BiomechModel:
-    try:
-        meta = _read_metadata_from_spec(spec)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{source}: <custom><text name={METADATA_NAME!r}> is not valid JSON: {e}") from e
-    return BiomechModel(spec, _compile(spec, source), source, meta)
-
-
-def _read_metadata_from_model(m: mujoco.MjModel) -> dict | None:
-    for i in range(m.ntext):
-        if mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_TEXT, i) == METADATA_NAME:
-            adr, size = m.text_adr[i], m.text_size[i]
-            return json.loads(bytes(m.text_data[adr : adr + size - 1]).decode())
-    return None
-
-
-def load_model(source: Any = None) -> BiomechModel:
-    """Load a body model.
-
-    Args:
-        source: ``None`` for the bundled full-body model; a path to an MJCF (``.xml``) or an
-            OpenSim model (``.osim``, converted on the fly); ``"myo_sim:<name>"`` for a
-            MyoSuite model from the ``myo-sim`` package (e.g. ``"myo_sim:myolegs"``); or a
-            ``mujoco.MjSpec`` / ``mujoco.MjModel``.
-    """
-    if source is None:
-        import assets
-
-        return load_model(assets.MODEL_PATH)
-    if isinstance(source, mujoco.MjSpec):
-        return _from_spec(source.copy(), "<MjSpec>")
-    if isinstance(source, mujoco.MjModel):
-        return BiomechModel(None, source, "<MjModel>", _read_metadata_from_model(source))
-    if isinstance(source, str) and source.startswith("myo_sim:"):
-        name = source.split(":", 1)[1]
-        try:
-            import myo_sim
-        except ImportError as e:
-            raise InputError(f"{source}: the myo-sim package is not installed (pip install myo-sim)") from e
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                spec = myo_sim.load_spec(name)
-        except Exception as e:
-            raise InputError(f"{source}: myo_sim has no model {name!r} ({e})") from e
-        return _from_spec(spec, source)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{path}: model file not found")
-        if path.suffix.lower() == ".osim":
-            from converters import osim
-
-            xml = osim.to_mjcf(path)
-            try:
-                spec = mujoco.MjSpec.from_string(xml)
-            except ValueError as e:
-                raise InputError(f"{path}: the converted MJCF does not parse: {e}") from e
-            return _from_spec(spec, str(path))
-        try:
-            spec = mujoco.MjSpec.from_file(str(path))
-        except ValueError as e:
-            raise InputError(f"{path}: not a valid MJCF model: {e}") from e
-        return _from_spec(spec, str(path))
-    raise TypeError(f"load_model: source must be None, a path, 'myo_sim:<name>', an MjSpec or an MjModel, not {type(source).__name__}")
 
 
 def sample_coordinates(model: BiomechModel, key: Array, n: int | None = None) -> Array:

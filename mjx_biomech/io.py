@@ -1,4 +1,4 @@
-"""Atomic file writing and input errors shared by every reader and writer."""
+"""Atomic file writing and the checks every reader and writer of text files shares."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-
-class InputError(ValueError):
-    """Bad input: the message names the file (or argument), the element or line, and what was expected."""
+from mjx_biomech.errors import InputError
 
 
 @contextlib.contextmanager

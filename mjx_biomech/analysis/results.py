@@ -19,11 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import metrics
-from ._io import InputError, write_text_atomic
-from .cameras import CameraRig, extrinsic_difference
-from .capture import Capture
-from .params import BodyParams
+from mjx_biomech.analysis import metrics
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.capture.cameras import CameraRig, extrinsic_difference
+from mjx_biomech.capture.captures import Capture
+from mjx_biomech.errors import InputError
+from mjx_biomech.io import write_text_atomic
 
 # Joint angles compared with ground truth by default: the sagittal, frontal and transverse
 # angles of the pelvis and legs that gait analysis reports.
@@ -65,7 +66,7 @@ class FitResult:
 
     def markers(self, trial: int = 0) -> np.ndarray:
         """(T, J, 3) model markers of the marker set at the trial's frames (m, world)."""
-        from .trajectories import markers_along
+        from mjx_biomech.fitting.trajectories import markers_along
 
         params = jax.tree_util.tree_map(jnp.asarray, self.params)
         return np.asarray(markers_along(self.model, params, jnp.asarray(self.trials[trial].coords), self.marker_set), float)
@@ -186,8 +187,7 @@ def save(result: FitResult, folder: str | os.PathLike, truth: dict | None = None
     """See :meth:`FitResult.save`."""
     # Converters sit above the core; they are imported only to write files.
     from converters import mot, osim, trc
-
-    from . import plots
+    from mjx_biomech.analysis import plots
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

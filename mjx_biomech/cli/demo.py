@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import mjx_biomech
-    from mjx_biomech import synthetic
-    from mjx_biomech.fit import fit
-    from mjx_biomech.results import truth_metrics
+    from mjx_biomech.analysis.results import truth_metrics
+    from mjx_biomech.capture.captures import synthetic
+    from mjx_biomech.fitting.fit import fit
 
     console = Console()
     # Three seconds is the shortest walk on which scales, offsets and two wrong cameras separate

@@ -1,0 +1,1 @@
+"""What a fit is judged by: metrics, results (data only) and plots."""

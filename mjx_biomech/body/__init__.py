@@ -1,0 +1,1 @@
+"""The body model: metadata, per-person parameters, coordinate functions, kinematics and scaling."""

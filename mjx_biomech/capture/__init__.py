@@ -1,0 +1,1 @@
+"""What a recording gives: cameras and calibration, 2D keypoint captures, synthetic people and captures."""

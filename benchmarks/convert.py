@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from pathlib import Path
 
-import numpy as np
-
-DEFAULT = "/work/shared/data/opensim-models/Models/Rajagopal/Rajagopal2016.osim"
+DEFAULT = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "opensim-models" / "Models" / "Rajagopal" / "Rajagopal2016.osim")
 
 
 def _best(fn, repeat: int = 3) -> float:
@@ -44,10 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     convert_s = _best(lambda: osim.to_mjcf(args.model))
     print(f"conversion of {args.model}: {convert_s * 1e3:.1f} ms (goal < 500 ms)")
 
-    mj_model = mujoco.MjModel.from_xml_string(osim.to_mjcf(args.model))
-    metadata = validate.read_metadata(mj_model)
-    coordinates = validate.sample_coordinates(metadata, args.frames, 0)
-    qpos = np.array([validate.qpos_from_coordinates(mj_model, metadata, q) for q in coordinates])
+    model = mjx_biomech.load_model(args.model)
+    mj_model, metadata = model.mj_model, model.metadata
+    coordinates = validate.sample_coordinates(model, args.frames, 0)
+    qpos = validate.qpos_from_coordinates(model, coordinates)
 
     os_model = opensim.Model(args.model)
     state = os_model.initSystem()
@@ -72,7 +71,6 @@ def main(argv: list[str] | None = None) -> None:
             mujoco.mj_kinematics(mj_model, data)
 
     with jax.enable_x64(True):
-        model = mjx_biomech.load_model(args.model)
         params = model.default_params(jnp.float64)
         batch = jnp.asarray(coordinates)
         markers_fn = jax.jit(jax.vmap(lambda q: model.markers(q, params)))

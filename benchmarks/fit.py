@@ -25,8 +25,8 @@ from scipy.optimize import least_squares
 
 import mjx_biomech
 from mjx_biomech.analysis import metrics
-from mjx_biomech.capture.cameras import project, triangulate_robust
-from mjx_biomech.capture.captures import synthetic
+from mjx_biomech.capture import synthetic
+from mjx_biomech.capture.projection import project, triangulate_robust
 from mjx_biomech.fitting import trajectories
 from mjx_biomech.fitting.fit import fit
 
@@ -84,11 +84,11 @@ def main(argv=None) -> None:
     rows = [("ground truth markers", 0.0, 0.0, *_score(rig, truth, cap))]
     runs = {
         "LM + spline": lambda: fit(model, cap, rig, MARKERS, solver="lm", representation="spline", steps=args.lm_steps,
-                                   knots_per_second=8.0, bundle_adjust=False, progress=False),
+                                   knots_per_second=8.0, bundle_adjust=False),
         "AdamW + MLP": lambda: fit(model, cap, rig, MARKERS, solver="adam", representation="mlp", steps=args.adam_steps,
-                                   lr=3e-3, bundle_adjust=False, progress=False),
+                                   lr=3e-3, bundle_adjust=False),
         "AdamW + spline": lambda: fit(model, cap, rig, MARKERS, solver="adam", representation="spline",
-                                      steps=args.adam_steps, bundle_adjust=False, progress=False),
+                                      steps=args.adam_steps, bundle_adjust=False),
     }
     for label, run in runs.items():
         t0 = time.perf_counter()

@@ -254,7 +254,6 @@ def _rotational_mask(names: tuple[str, ...], rotational: Sequence[bool] | Collec
     return np.array([n in set(items) for n in names], dtype=bool)
 
 
-
 def _parse_header(path: Path, lines: list[str]) -> dict:
     """``key=value`` pairs of the header; a leading non-pair line is the name, others description."""
     metadata: dict = {}
@@ -300,7 +299,6 @@ def _parse_bool(path: Path, text: str) -> bool:
     if value in ("no", "false", "0"):
         return False
     raise InputError(f"{path}: inDegrees={text}; expected 'yes' or 'no'")
-
 
 
 def _check_count(path: Path, metadata: dict, key: str, actual: int, what: str):

@@ -25,6 +25,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from converters.opensim_frame import GROUND_QUAT, xml_numbers, y_up_to_z_up
 from converters.osim_export import export
 from converters.osim_parse import Axis, Joint, OsimModel, read_osim
 from mjx_biomech.body import functions
@@ -34,13 +35,8 @@ from mjx_biomech.io import write_text_atomic
 
 __all__ = ["export", "to_mjcf"]
 
-GROUND_QUAT = (float(np.cos(np.pi / 4)), float(np.sin(np.pi / 4)), 0.0, 0.0)
 _MESH_FORMATS = (".stl", ".obj", ".msh")
 _EQUALITY_DEGREE = 4  # MuJoCo joint equalities hold a quartic
-
-
-def _num(values) -> str:
-    return " ".join(repr(float(v)) for v in np.ravel(values))
 
 
 def _quat(rotation: np.ndarray) -> np.ndarray:
@@ -51,9 +47,9 @@ def _quat(rotation: np.ndarray) -> np.ndarray:
 
 def _place(el: ET.Element, transform: np.ndarray) -> None:
     if np.any(transform[:3, 3] != 0):
-        el.set("pos", _num(transform[:3, 3]))
+        el.set("pos", xml_numbers(transform[:3, 3]))
     if not np.array_equal(transform[:3, :3], np.eye(3)):
-        el.set("quat", _num(_quat(transform[:3, :3])))
+        el.set("quat", xml_numbers(_quat(transform[:3, :3])))
 
 
 def _inverse(transform: np.ndarray) -> np.ndarray:
@@ -118,11 +114,11 @@ class _Builder:
         self.root = ET.Element("mujoco", model=model.name)
         ET.SubElement(self.root, "compiler", angle="radian", inertiafromgeom="false", autolimits="true")
         g = model.gravity
-        ET.SubElement(self.root, "option", gravity=_num((g[0], -g[2], g[1])))
+        ET.SubElement(self.root, "option", gravity=xml_numbers(y_up_to_z_up(g)))
         self.asset = ET.SubElement(self.root, "asset")
         world = ET.SubElement(self.root, "worldbody")
         self.bodies: dict[str, ET.Element] = {}
-        ground = ET.SubElement(world, "body", name=model.ground, quat=_num(GROUND_QUAT))
+        ground = ET.SubElement(world, "body", name=model.ground, quat=xml_numbers(GROUND_QUAT))
         self.bodies["/ground"] = ground
         self.names = {model.ground}
         self.coordinates: list[dict] = []
@@ -137,7 +133,8 @@ class _Builder:
                 if c.name in self.couplings:
                     continue
                 entry = {"name": c.name, "joint": None, "motion": _motion(joint, c.name),
-                         "range": [c.range[0], c.range[1]], "default": c.default, "locked": c.locked}
+                         "range": [c.range[0], c.range[1]], "default": c.default, "locked": c.locked,
+                         "clamped": c.clamped}
                 self.coordinates.append(entry)
                 self.coordinate_index[c.name] = entry
                 self.joint_ranges[c.name] = c.range
@@ -178,11 +175,11 @@ class _Builder:
             warnings.warn(f"{model.path}: <Body name={child_name!r}> inertia {list(b.inertia)} violates the triangle "
                           "inequality; MuJoCo's balanceinertia adjusts it (the .osim keeps the original)", stacklevel=4)
             self.root.find("compiler").set("balanceinertia", "true")
-        inertial = ET.SubElement(body, "inertial", pos=_num(b.mass_center), mass=repr(float(b.mass)))
+        inertial = ET.SubElement(body, "inertial", pos=xml_numbers(b.mass_center), mass=repr(float(b.mass)))
         if any(b.inertia[3:]):
-            inertial.set("fullinertia", _num(b.inertia))
+            inertial.set("fullinertia", xml_numbers(b.inertia))
         else:
-            inertial.set("diaginertia", _num(b.inertia[:3]))
+            inertial.set("diaginertia", xml_numbers(b.inertia[:3]))
         self._emit_children(child)
 
     def _emit_axis(self, holder: ET.Element, joint: Joint, axis: Axis) -> None:
@@ -195,13 +192,13 @@ class _Builder:
         if entry is not None and entry["joint"] is None and _is_identity(fn) and axis.coordinate == coordinate:
             name = self._unique(coordinate, f"coordinate {coordinate!r}")
             entry["joint"] = name
-            el = ET.SubElement(holder, "joint", name=name, type=kind, axis=_num(axis.direction))
+            el = ET.SubElement(holder, "joint", name=name, type=kind, axis=xml_numbers(axis.direction))
             lo, hi = self.joint_ranges[coordinate]
             if any(c.name == coordinate and c.clamped for c in joint.coordinates):
-                el.set("range", _num((lo, hi)))
+                el.set("range", xml_numbers((lo, hi)))
             return
         name = self._unique(f"{joint.name}_{axis.name}", f"joint {joint.name!r} axis {axis.name!r}")
-        ET.SubElement(holder, "joint", name=name, type=kind, axis=_num(axis.direction))
+        ET.SubElement(holder, "joint", name=name, type=kind, axis=xml_numbers(axis.direction))
         self.dependents.append({"joint": name, "input": coordinate,
                                 "motion": "rotational" if kind == "hinge" else "translational", "function": fn})
 
@@ -211,7 +208,7 @@ class _Builder:
             base, x = model.frame_in_base(marker.frame)
             pos = x[:3, :3] @ np.asarray(marker.location) + x[:3, 3]
             ET.SubElement(self.bodies[base], "site", name=self._unique(marker.name, f"<Marker name={marker.name!r}>"),
-                          pos=_num(pos), size="0.008", rgba="1 0.2 0.2 1")
+                          pos=xml_numbers(pos), size="0.008", rgba="1 0.2 0.2 1")
         for i, geometry in enumerate(model.geometry):
             base, x = model.frame_in_base(geometry.frame)
             p = geometry.params
@@ -225,16 +222,16 @@ class _Builder:
                     warnings.warn(f"{model.path}: skipping mesh {p['file']!r} of {geometry.frame!r}: {why}", stacklevel=3)
                     continue
                 mesh = f"mesh{i}_{found.stem}"
-                ET.SubElement(self.asset, "mesh", name=mesh, file=str(found), scale=_num(scale))
+                ET.SubElement(self.asset, "mesh", name=mesh, file=str(found), scale=xml_numbers(scale))
                 attrs.update(type="mesh", mesh=mesh)
             elif geometry.kind == "Sphere":
                 if not np.all(scale == scale[0]):
                     raise InputError(f"{model.path}: Sphere {p['name']!r} on {geometry.frame!r}: expected equal scale factors")
-                attrs.update(type="sphere", size=_num([p["radius"] * scale[0]]))
+                attrs.update(type="sphere", size=xml_numbers([p["radius"] * scale[0]]))
             elif geometry.kind == "Ellipsoid":
-                attrs.update(type="ellipsoid", size=_num(np.asarray(p["radii"]) * scale))
+                attrs.update(type="ellipsoid", size=xml_numbers(np.asarray(p["radii"]) * scale))
             elif geometry.kind == "Brick":
-                attrs.update(type="box", size=_num(np.asarray(p["half_lengths"]) * scale))
+                attrs.update(type="box", size=xml_numbers(np.asarray(p["half_lengths"]) * scale))
             elif geometry.kind == "Cylinder":
                 if scale[0] != scale[2]:
                     raise InputError(f"{model.path}: Cylinder {p['name']!r} on {geometry.frame!r}: expected equal x and z scale factors")
@@ -242,7 +239,7 @@ class _Builder:
                 turn = np.eye(4)
                 turn[:3, :3] = [[1, 0, 0], [0, 0, -1], [0, 1, 0]]
                 x = x @ turn
-                attrs.update(type="cylinder", size=_num((p["radius"] * scale[0], p["half_height"] * scale[1])))
+                attrs.update(type="cylinder", size=xml_numbers((p["radius"] * scale[0], p["half_height"] * scale[1])))
             geom = ET.SubElement(self.bodies[base], "geom", **attrs)
             _place(geom, x)
 
@@ -257,7 +254,7 @@ class _Builder:
         for dep in self.dependents:
             fn = functions.build(dep["function"], np)
             if dep["input"] is None:
-                ET.SubElement(equality, "joint", joint1=dep["joint"], polycoef=_num([float(fn(0.0)), 0, 0, 0, 0]))
+                ET.SubElement(equality, "joint", joint1=dep["joint"], polycoef=xml_numbers([float(fn(0.0)), 0, 0, 0, 0]))
                 continue
             joint2, through = representative.get(dep["input"], (None, None))
             if joint2 is None or joint2 == dep["joint"]:
@@ -266,7 +263,7 @@ class _Builder:
             x = np.linspace(lo, hi, 200)
             q2 = x if through is None else through["slope"] * x + through["intercept"]
             coef = np.polynomial.polynomial.polyfit(q2, fn(x), _EQUALITY_DEGREE)
-            ET.SubElement(equality, "joint", joint1=dep["joint"], joint2=joint2, polycoef=_num(coef))
+            ET.SubElement(equality, "joint", joint1=dep["joint"], joint2=joint2, polycoef=xml_numbers(coef))
         if len(equality) == 0:
             self.root.remove(equality)
 

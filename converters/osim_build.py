@@ -59,13 +59,12 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from converters.opensim_frame import GROUND_QUAT, GROUND_TO_WORLD, xml_numbers
 from mjx_biomech.body import functions, scaling
+from mjx_biomech.body.rotations import quat_to_mat_np
 from mjx_biomech.errors import InputError
 from mjx_biomech.io import atomic_write
 
-# OpenSim ground in the MuJoCo world: turned +90 degrees about X.
-GROUND_QUAT = np.array([np.cos(np.pi / 4), np.sin(np.pi / 4), 0.0, 0.0])
-GROUND_TO_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 _INVALID_NAME = re.compile(r"[\\/*+\s]")
 _IDENTITY = {"type": "linear", "slope": 1.0, "intercept": 0.0}
 _TOLERANCE = 1e-12
@@ -100,16 +99,6 @@ class OsimBuild:
         for name, source, fn in self.coupled:
             out[name] = float(functions.build(fn, np)(np.float64(out[source])))
         return out
-
-
-def _num(values) -> str:
-    return " ".join(repr(float(v)) for v in np.ravel(values))
-
-
-def _rot(quat) -> np.ndarray:
-    r = np.zeros(9)
-    mujoco.mju_quat2Mat(r, np.asarray(quat, dtype=float))
-    return r.reshape(3, 3)
 
 
 def _transform(rotation: np.ndarray, translation) -> np.ndarray:
@@ -203,17 +192,17 @@ def _function_xml(fn: dict, name: str | None = "function") -> ET.Element:
     if name is not None:
         el.set("name", name)
     if kind == "constant":
-        ET.SubElement(el, "value").text = _num([fn["value"]])
+        ET.SubElement(el, "value").text = xml_numbers([fn["value"]])
     elif kind == "linear":
-        ET.SubElement(el, "coefficients").text = _num([fn["slope"], fn["intercept"]])
+        ET.SubElement(el, "coefficients").text = xml_numbers([fn["slope"], fn["intercept"]])
     elif kind == "polynomial":
-        ET.SubElement(el, "coefficients").text = _num(fn["coefficients"])
+        ET.SubElement(el, "coefficients").text = xml_numbers(fn["coefficients"])
     elif kind == "multiplier":
         ET.SubElement(el, "function").append(_function_xml(fn["function"], None))
-        ET.SubElement(el, "scale").text = _num([fn["scale"]])
+        ET.SubElement(el, "scale").text = xml_numbers([fn["scale"]])
     else:
-        ET.SubElement(el, "x").text = _num(fn["x"])
-        ET.SubElement(el, "y").text = _num(fn["y"])
+        ET.SubElement(el, "x").text = xml_numbers(fn["x"])
+        ET.SubElement(el, "y").text = xml_numbers(fn["y"])
     return el
 
 
@@ -246,12 +235,10 @@ class _Builder:
         with jax.enable_x64(True):
             s = self.body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
         # The static scaling of mjx_biomech.body.scaling (what model.to_mujoco compiles), in float64.
-        self.body_pos = m.body_pos * s[m.body_parentid]
-        self.jnt_pos = m.jnt_pos * s[m.jnt_bodyid]
-        self.site_pos = m.site_pos * s[m.site_bodyid] + np.asarray(params.offsets, dtype=np.float64)
-        self.ipos = m.body_ipos * s
-        self.mass_inertia = [scaling.scaled_inertia(m.body_mass[b], m.body_inertia[b], m.body_iquat[b], s[b])
-                             for b in range(m.nbody)]
+        scaled = scaling.scaled_fields(m, s, np.asarray(params.offsets, dtype=np.float64))
+        self.body_pos, self.jnt_pos, self.site_pos = scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"]
+        self.ipos = scaled["body_ipos"]
+        self.mass_inertia = list(zip(scaled["body_mass"], scaling.full_inertia(scaled["body_inertia"], scaled["body_iquat"])))
         # OpenSim names are unique within a set (bodies with ground, joints, coordinates, ...).
         self.names: dict[str, set[str]] = {"body": {"ground"}}
         self.coordinate_of_joint = {c.qposadr: c for c in model.coordinates if c.kind == "joint"}
@@ -327,7 +314,7 @@ class _Builder:
         if d.motion == "translational":
             body = int(self.m.jnt_bodyid[j])
             parent = int(self.m.body_parentid[body])
-            k = float(np.linalg.norm(self.body_scales[parent] * (_rot(self.m.body_quat[body]) @ self.m.jnt_axis[j])))
+            k = float(np.linalg.norm(self.body_scales[parent] * (quat_to_mat_np(self.m.body_quat[body]) @ self.m.jnt_axis[j])))
             if k != 1.0:
                 fn = {"type": "multiplier", "scale": k, "function": fn}
         fn = _add_output(_shift_input(fn, d.input_offset), d.output_offset - qpos0)
@@ -356,8 +343,8 @@ class _Builder:
 
     def coordinate_xml(self, name: str, default: float, lo: float, hi: float, clamped: bool, locked: bool) -> ET.Element:
         el = ET.Element("Coordinate", name=self.unique("coordinate", name, f"coordinate {name!r}"))
-        ET.SubElement(el, "default_value").text = _num([default])
-        ET.SubElement(el, "range").text = _num([lo, hi])
+        ET.SubElement(el, "default_value").text = xml_numbers([default])
+        ET.SubElement(el, "range").text = xml_numbers([lo, hi])
         ET.SubElement(el, "clamped").text = "true" if clamped else "false"
         ET.SubElement(el, "locked").text = "true" if locked else "false"
         return el
@@ -410,7 +397,7 @@ class _Builder:
         root = ET.Element("OpenSimDocument", Version="40600")
         model_name = m.names.split(b"\0", 1)[0].decode()  # MuJoCo stores the model's name first
         model_el = ET.SubElement(root, "Model", name=_INVALID_NAME.sub("_", model_name) or "model")
-        ET.SubElement(model_el, "gravity").text = _num(GROUND_TO_WORLD.T @ m.opt.gravity)
+        ET.SubElement(model_el, "gravity").text = xml_numbers(GROUND_TO_WORLD.T @ m.opt.gravity)
         ET.SubElement(model_el, "Ground", name="ground")
         bodyset = ET.SubElement(ET.SubElement(model_el, "BodySet", name="bodyset"), "objects")
         jointset = ET.SubElement(ET.SubElement(model_el, "JointSet", name="jointset"), "objects")
@@ -430,17 +417,17 @@ class _Builder:
 
         for b, body, runs in plan:
             parent_path, x_parent = frame[int(m.body_parentid[b])]
-            x_start = x_parent @ _transform(_rot(m.body_quat[b]), self.body_pos[b])
+            x_start = x_parent @ _transform(quat_to_mat_np(m.body_quat[b]), self.body_pos[b])
             names = [f"{body}_link{k}" for k in range(len(runs) - 1)] + [body]
             where = f"body {m.body(b).name!r}"
             for link in names:
                 self.unique("body", link, where)
                 el = ET.SubElement(bodyset, "Body", name=link)
                 mass, inertia = self.mass_inertia[b] if link == body else (0.0, np.zeros((3, 3)))
-                ET.SubElement(el, "mass").text = _num([mass])
-                ET.SubElement(el, "mass_center").text = _num(self.ipos[b] if link == body else np.zeros(3))
-                ET.SubElement(el, "inertia").text = _num([inertia[0, 0], inertia[1, 1], inertia[2, 2],
-                                                          inertia[0, 1], inertia[0, 2], inertia[1, 2]])
+                ET.SubElement(el, "mass").text = xml_numbers([mass])
+                ET.SubElement(el, "mass_center").text = xml_numbers(self.ipos[b] if link == body else np.zeros(3))
+                ET.SubElement(el, "inertia").text = xml_numbers([inertia[0, 0], inertia[1, 1], inertia[2, 2],
+                                                                 inertia[0, 1], inertia[0, 2], inertia[1, 2]])
             if not runs:
                 weld = self.unique("joint", f"{body}_joint", where)
                 jointset.append(self.joint_xml("WeldJoint", weld, parent_path, x_start, f"/bodyset/{body}", np.eye(4), None))
@@ -464,7 +451,7 @@ class _Builder:
             name = marker_name(m.site(s).name or f"site{s}")
             el = ET.SubElement(markers, "Marker", name=self.unique("marker", name, f"site {m.site(s).name!r}"))
             ET.SubElement(el, "socket_parent_frame").text = path
-            ET.SubElement(el, "location").text = _num(x[:3, :3] @ self.site_pos[s] + x[:3, 3])
+            ET.SubElement(el, "location").text = xml_numbers(x[:3, :3] @ self.site_pos[s] + x[:3, 3])
 
         ET.indent(root, "\t")
         xml = '<?xml version="1.0" encoding="UTF-8" ?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -490,8 +477,8 @@ class _Builder:
         for frame_name, path, x in (("parent_offset", parent_path, x_parent), ("child_offset", child_path, x_child)):
             f = ET.SubElement(frames, "PhysicalOffsetFrame", name=frame_name)
             ET.SubElement(f, "socket_parent").text = path
-            ET.SubElement(f, "translation").text = _num(x[:3, 3])
-            ET.SubElement(f, "orientation").text = _num(_xyz_body_fixed(x[:3, :3]))
+            ET.SubElement(f, "translation").text = xml_numbers(x[:3, 3])
+            ET.SubElement(f, "orientation").text = xml_numbers(_xyz_body_fixed(x[:3, :3]))
         if run is not None:
             transform = ET.SubElement(el, "SpatialTransform")
             for kind in ("rotation", "translation"):
@@ -501,7 +488,7 @@ class _Builder:
                     axis = ET.SubElement(transform, "TransformAxis", name=f"{kind}{k + 1}")
                     a = used[k] if k < len(used) else None
                     ET.SubElement(axis, "coordinates").text = a.coordinate if a is not None and a.coordinate else ""
-                    ET.SubElement(axis, "axis").text = _num(directions[k])
+                    ET.SubElement(axis, "axis").text = xml_numbers(directions[k])
                     axis.append(_function_xml(a.function if a is not None else {"type": "constant", "value": 0.0}))
         return el
 

@@ -22,20 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from converters import osim_build
+from converters.opensim_frame import xml_numbers
 from converters.osim_parse import read_osim
 from mjx_biomech.errors import InputError
 from mjx_biomech.io import atomic_write
-
-
-def _num(values) -> str:
-    return " ".join(repr(float(v)) for v in np.ravel(values))
 
 
 def _set(el: ET.Element, tag: str, values) -> None:
     child = el.find(tag)
     if child is None:
         child = ET.SubElement(el, tag)
-    child.text = _num(values)
+    child.text = xml_numbers(values)
 
 
 def _floats(el: ET.Element, tag: str, default: str) -> np.ndarray:

@@ -12,9 +12,8 @@ Layout, tab-separated:
 
 A missing marker is written as empty cells or ``NaN``. Inside the project positions are metres.
 
-Axes: OpenSim's ground has X forward, Y up, Z to the right; MuJoCo's world (this project) has
-X forward, Y to the left, Z up. A point (x, y, z) in OpenSim's frame is (x, -z, y) in MuJoCo's,
-the +90 degree turn about X under which a converted model hangs its tree (see DESIGN.md).
+Axes: files are in OpenSim's Y-up ground frame; ``z_up=True`` / ``z_up_input=True`` turn
+positions to and from MuJoCo's Z-up world (:mod:`converters.opensim_frame`).
 """
 
 from __future__ import annotations
@@ -26,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.opensim_frame import y_up_to_z_up, z_up_to_y_up
 from mjx_biomech.errors import InputError
 from mjx_biomech.io import atomic_write, check_increasing_rows, check_times_argument, read_text_lines
 
-__all__ = ["TrcData", "read_trc", "write_trc", "y_up_to_z_up", "z_up_to_y_up"]
+__all__ = ["TrcData", "read_trc", "write_trc"]
 
 # Metres per file unit.
 _UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
@@ -89,18 +89,6 @@ class TrcData:
         object.__setattr__(self, "positions", positions)
         object.__setattr__(self, "marker_names", names)
         object.__setattr__(self, "metadata", dict(self.metadata))
-
-
-def y_up_to_z_up(points: np.ndarray) -> np.ndarray:
-    """(..., 3) points in OpenSim's Y-up frame -> MuJoCo's Z-up frame: (x, y, z) -> (x, -z, y)."""
-    points = np.asarray(points)
-    return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
-
-
-def z_up_to_y_up(points: np.ndarray) -> np.ndarray:
-    """(..., 3) points in MuJoCo's Z-up frame -> OpenSim's Y-up frame: (x, y, z) -> (x, z, -y)."""
-    points = np.asarray(points)
-    return np.stack([points[..., 0], points[..., 2], -points[..., 1]], axis=-1)
 
 
 def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
@@ -272,7 +260,6 @@ def write_trc(
 def _format_value(value: float) -> str:
     # repr is the shortest text that reads back to the same float64; OpenSim spells NaN "nan".
     return "NaN" if np.isnan(value) else repr(value)
-
 
 
 def _split_row(line: str) -> list[str]:

@@ -1,52 +1,39 @@
 """Check a converted model against OpenSim: ``python -m converters.validate MODEL.osim``.
 
-The model is converted, then OpenSim 4.6 and MuJoCo's C engine place every marker and body
-origin at random poses (unlocked coordinates uniform within their ranges, coupled ones
-following their couplers, float64). The largest distance is the converter's error; above
-``TOLERANCE_M`` the command exits with status 1.
+The model is converted and loaded as a :class:`mjx_biomech.BiomechModel`, then OpenSim 4.6 and
+MuJoCo's C engine place every marker and body origin at random poses (unlocked coordinates
+uniform within their ranges, coupled ones following their couplers, MuJoCo's dependent joints
+by the core's coordinate functions, float64). The largest distance is the converter's error;
+above ``TOLERANCE_M`` the command exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+import mjx_biomech
 from converters import osim
+from converters.opensim_frame import GROUND_TO_WORLD
 from mjx_biomech.body import functions
+from mjx_biomech.errors import InputError
 
 TOLERANCE_M = 1e-6
-# Coordinates with effectively unbounded ranges are sampled within these bounds.
-_UNBOUNDED = {"rotational": np.pi, "translational": 1.0}
-# OpenSim ground axes in the MuJoCo world: p -> (p_x, -p_z, p_y).
-GROUND_TO_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 
-def read_metadata(mj_model: mujoco.MjModel) -> dict:
-    """The ``mjx_biomech`` metadata dict stored in a converted model's custom text."""
-    text_id = mujoco.mj_name2id(mj_model, mujoco.mjtObj.mjOBJ_TEXT, "mjx_biomech")
-    if text_id < 0:
-        raise ValueError("the model has no <custom><text name='mjx_biomech'> metadata")
-    start, size = mj_model.text_adr[text_id], mj_model.text_size[text_id]
-    return json.loads(bytes(mj_model.text_data[start : start + size - 1]).decode())
-
-
-def sample_coordinates(metadata: dict, poses: int, seed: int) -> np.ndarray:
-    """(poses, C) coordinate values: unlocked uniform within range, locked at their default."""
-    rng = np.random.default_rng(seed)
-    columns = []
-    for c in metadata["coordinates"]:
-        if c["locked"]:
-            columns.append(np.full(poses, c["default"], dtype=float))
-            continue
-        bound = _UNBOUNDED[c["motion"]]
-        lo, hi = np.clip(c["range"], -bound, bound) if max(map(abs, c["range"])) > 1e3 else c["range"]
-        columns.append(rng.uniform(lo, hi, poses))
-    return np.stack(columns, axis=1) if columns else np.zeros((poses, 0))
+def sample_coordinates(model: mjx_biomech.BiomechModel, poses: int, seed: int) -> np.ndarray:
+    """(poses, C) float64 coordinates: :func:`mjx_biomech.sample_coordinates` (uniform within the
+    ranges) from ``seed``, with locked coordinates at their default, where OpenSim holds them."""
+    with jax.enable_x64(True):
+        values = np.asarray(mjx_biomech.sample_coordinates(model, jax.random.PRNGKey(seed), poses), np.float64)
+    locked = np.array([c.locked for c in model.coordinates], bool)
+    return np.where(locked, [c.default for c in model.coordinates], values)
 
 
 def all_coordinate_values(metadata: dict, values: np.ndarray) -> dict[str, float]:
@@ -57,21 +44,12 @@ def all_coordinate_values(metadata: dict, values: np.ndarray) -> dict[str, float
     return named
 
 
-def qpos_from_coordinates(mj_model: mujoco.MjModel, metadata: dict, values: np.ndarray) -> np.ndarray:
-    """MuJoCo qpos for one pose of the independent coordinates (C,), dependent joints filled in."""
-    qpos = mj_model.qpos0.copy()
-    named = {c["name"]: float(v) for c, v in zip(metadata["coordinates"], values)}
-
-    def address(joint: str) -> int:
-        return mj_model.jnt_qposadr[mujoco.mj_name2id(mj_model, mujoco.mjtObj.mjOBJ_JOINT, joint)]
-
-    for c in metadata["coordinates"]:
-        if c["joint"] is not None:
-            qpos[address(c["joint"])] = named[c["name"]]
-    for dep in metadata["dependent_joints"]:
-        x = named[dep["input"]] if dep["input"] is not None else 0.0
-        qpos[address(dep["joint"])] = functions.build(dep["function"], np)(x)
-    return qpos
+def qpos_from_coordinates(model: mjx_biomech.BiomechModel, coordinates: np.ndarray) -> np.ndarray:
+    """(poses, nq) float64 MuJoCo qpos of the unscaled model for (poses, C) coordinates, dependent
+    joints filled in by the core's rule (``model.coords_to_qpos``)."""
+    with jax.enable_x64(True):
+        params = model.default_params(jnp.float64)
+        return np.asarray(jax.vmap(lambda q: model.coords_to_qpos(q, params))(jnp.asarray(coordinates, jnp.float64)))
 
 
 def _vec(v) -> np.ndarray:
@@ -86,9 +64,9 @@ def validate(osim_path: str | Path, poses: int = 100, seed: int = 0) -> dict:
     """
     import opensim
 
-    mj_model = mujoco.MjModel.from_xml_string(osim.to_mjcf(osim_path))
+    model = mjx_biomech.load_model(osim.load_spec(osim_path))
+    mj_model, metadata = model.mj_model, model.metadata
     data = mujoco.MjData(mj_model)
-    metadata = read_metadata(mj_model)
     os_model = opensim.Model(str(osim_path))
     state = os_model.initSystem()
     coordinate_set = os_model.getCoordinateSet()
@@ -99,12 +77,13 @@ def validate(osim_path: str | Path, poses: int = 100, seed: int = 0) -> dict:
     locked = {c["name"] for c in metadata["coordinates"] if c["locked"]}
     marker_error = np.zeros(len(markers))
     body_error = np.zeros(len(bodies))
-    for values in sample_coordinates(metadata, poses, seed):
+    coordinates = sample_coordinates(model, poses, seed)
+    for values, qpos in zip(coordinates, qpos_from_coordinates(model, coordinates)):
         for name, value in all_coordinate_values(metadata, values).items():
             if name not in locked:
                 coordinate_set.get(name).setValue(state, value, False)
         os_model.realizePosition(state)
-        data.qpos[:] = qpos_from_coordinates(mj_model, metadata, values)
+        data.qpos[:] = qpos
         mujoco.mj_kinematics(mj_model, data)
         for i, (marker, site) in enumerate(zip(markers, site_ids)):
             expected = GROUND_TO_WORLD @ _vec(marker.getLocationInGround(state))
@@ -144,7 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate, print the report (last line ``max_error_m=...``); 1 above the tolerance."""
+    """Validate, print the report (last line ``max_error_m=...``); 1 above the tolerance.
+
+    Bad input (arguments, an unreadable or unconvertible model) raises :class:`InputError`.
+    """
+    if args.poses < 1:
+        raise InputError(f"--poses {args.poses}: expected at least one random pose")
     result = validate(args.model, poses=args.poses, seed=args.seed)
     _print_report(result)
     return 0 if result["max_error_m"] <= TOLERANCE_M else 1

@@ -170,7 +170,7 @@ def build_body(
         mj_model = spec.compile()
     except ValueError as e:
         raise InputError(f"model: {source}: MuJoCo could not compile the simulation model: {e}") from e
-    model = mjx_biomech.BiomechModel(spec, mj_model, source, _fused_metadata(mj_model))
+    model = mjx_biomech.BiomechModel.from_mujoco(spec, mj_model, source, _fused_metadata(mj_model))
 
     pelvis_act = np.array([mj_model.actuator(f"residual_{c}").id for c in PELVIS_COORDINATES])
     joint_act = np.array([i for i in range(mj_model.nu) if i not in set(pelvis_act.tolist())], dtype=int)

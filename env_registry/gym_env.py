@@ -43,7 +43,7 @@ class GaitImitationGymEnv(gym.Env):
         super().reset(seed=seed)
         c, t = self.task.config, self.task.targets
         n = int(self.np_random.integers(len(t.lengths)))
-        frame = int(self.np_random.integers(0, t.lengths[n] - c.future_frames - 1))
+        frame = int(self.np_random.integers(0, self.task.last_start(t.lengths[n]) + 1))
         return self.reset_to(n, frame, c.reset_noise)
 
     def reset_to(self, n: int, frame: int, noise: float):
@@ -75,22 +75,12 @@ class GaitImitationGymEnv(gym.Env):
         self._frame += 1
         d.userdata[1] = self._frame
         n, frame = self._traj, self._frame
-        keypoints = d.site_xpos[t.keypoint_sites]
-        errors = tracking.tracking_errors(
-            d.qpos[t.angle_qpos],
-            t.angles[n, frame],
-            keypoints,
-            t.keypoints[n, frame],
-            (keypoints - keypoints0) / task.dt,
-            t.keypoint_velocity[n, frame],
-            t.pelvis_keypoint,
-            body.height,
-        )
+        errors = task.step_errors(t, n, frame, d.qpos, d.site_xpos[t.keypoint_sites], keypoints0)
         reward = float(task.reward(errors, action))
-        stable = bool(np.all(np.isfinite(d.qpos)) and np.all(np.abs(d.qvel) < c.max_speed) and np.isfinite(reward))
-        fallen = d.xpos[body.pelvis_body, 2] < c.fall_fraction * t.pelvis_height[n, frame]
+        stable, fallen, out_of_frames = task.step_end(t, n, frame, d.qpos, d.qvel, d.xpos[body.pelvis_body, 2], reward)
+        stable = bool(stable)
         terminated = bool(fallen or reward < 0 or not stable)
-        truncated = bool(frame + c.future_frames + 2 > t.lengths[n]) and not terminated
+        truncated = bool(out_of_frames) and not terminated
         info = {"trajectory": n, "frame": frame, "angle_error": float(errors.angle),
                 "position_error": float(errors.position), "velocity_error": float(errors.velocity)}  # fmt: skip
         return self._observation(), reward if stable else 0.0, terminated, truncated, info

@@ -15,6 +15,8 @@ above ``max_speed``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,8 @@ from . import tracking
 from .config import GaitImitationConfig
 from .task import GaitTask, make_task
 
+_FRAME_TARGETS = ("qpos", "qvel", "keypoints", "keypoint_velocity", "angles", "pelvis_height", "lengths")
+
 
 class GaitImitationEnv(Env):
     """Brax environment; build with ``GaitImitationEnv(reference=..., **config_fields)`` or from a
@@ -34,13 +38,9 @@ class GaitImitationEnv(Env):
         self.task = task if task is not None else make_task(config, reference, **overrides)
         t, body = self.task.targets, self.task.body
         self.sys = mjx.put_model(body.mj_model)
-        self._qpos = jnp.asarray(t.qpos)
-        self._qvel = jnp.asarray(t.qvel)
-        self._keypoints = jnp.asarray(t.keypoints)
-        self._kvel = jnp.asarray(t.keypoint_velocity)
-        self._angles = jnp.asarray(t.angles)
-        self._pelvis_height = jnp.asarray(t.pelvis_height)
-        self._lengths = jnp.asarray(t.lengths)
+        # The per-frame targets as device arrays, indexed by traced (trajectory, frame); the index
+        # tables (sites, qpos addresses) stay NumPy, static under jit.
+        self._targets = dataclasses.replace(t, **{k: jnp.asarray(getattr(t, k)) for k in _FRAME_TARGETS})
         self._joint_noise = np.zeros(body.mj_model.nq, bool)
         self._joint_noise[self.task.non_pelvis_qpos] = True
         self._foot_radius = jnp.asarray(body.mj_model.geom_size[body.foot_geoms, 0])
@@ -65,9 +65,8 @@ class GaitImitationEnv(Env):
     def reset(self, rng: jax.Array) -> State:
         c = self.task.config
         rng, k_traj, k_frame = jax.random.split(rng, 3)
-        n = jax.random.randint(k_traj, (), 0, self._lengths.shape[0])
-        last_start = self._lengths[n] - c.future_frames - 2
-        frame = jax.random.randint(k_frame, (), 0, last_start + 1)
+        n = jax.random.randint(k_traj, (), 0, self._targets.lengths.shape[0])
+        frame = jax.random.randint(k_frame, (), 0, self.task.last_start(self._targets.lengths[n]) + 1)
         return self.reset_to(rng, n, frame, c.reset_noise)
 
     def reset_to(self, rng: jax.Array, n, frame, noise: float) -> State:
@@ -76,9 +75,9 @@ class GaitImitationEnv(Env):
         body = self.task.body
         n, frame = jnp.asarray(n, jnp.int32), jnp.asarray(frame, jnp.int32)
         rng, k_q, k_v, k_obs = jax.random.split(rng, 4)
-        qpos = self._qpos[n, frame]
+        qpos = self._targets.qpos[n, frame]
         qpos = qpos + jnp.where(self._joint_noise, jax.random.uniform(k_q, qpos.shape, minval=-1, maxval=1), 0.0) * noise
-        qvel = self._qvel[n, frame] + jax.random.uniform(k_v, (body.mj_model.nv,), minval=-1, maxval=1) * noise
+        qvel = self._targets.qvel[n, frame] + jax.random.uniform(k_v, (body.mj_model.nv,), minval=-1, maxval=1) * noise
         data = mjx.make_data(self.sys)
         data = data.replace(qpos=qpos.astype(data.qpos.dtype), qvel=qvel.astype(data.qvel.dtype))
         data = mjx.kinematics(self.sys, data)
@@ -110,21 +109,11 @@ class GaitImitationEnv(Env):
         n = data.userdata[0].astype(jnp.int32)
         frame = data.userdata[1].astype(jnp.int32) + 1
         data = data.replace(userdata=data.userdata.at[1].add(1))
-        keypoints = data.site_xpos[task.targets.keypoint_sites]
-        errors = tracking.tracking_errors(
-            data.qpos[task.targets.angle_qpos],
-            self._angles[n, frame],
-            keypoints,
-            self._keypoints[n, frame],
-            (keypoints - keypoints0) / task.dt,
-            self._kvel[n, frame],
-            task.targets.pelvis_keypoint,
-            body.height,
-        )
+        errors = task.step_errors(self._targets, n, frame, data.qpos, data.site_xpos[task.targets.keypoint_sites], keypoints0)
         reward = task.reward(errors, action)
-        stable = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.abs(data.qvel) < c.max_speed) & jnp.isfinite(reward)
-        fallen = data.xpos[body.pelvis_body, 2] < c.fall_fraction * self._pelvis_height[n, frame]
-        out_of_frames = frame + c.future_frames + 2 > self._lengths[n]
+        stable, fallen, out_of_frames = task.step_end(
+            self._targets, n, frame, data.qpos, data.qvel, data.xpos[body.pelvis_body, 2], reward
+        )
         done = out_of_frames | fallen | (reward < 0) | ~stable
         rng, k_obs = jax.random.split(state.info["rng"])
         obs = self._observation(data, n, frame, k_obs)
@@ -156,7 +145,7 @@ class GaitImitationEnv(Env):
 
     def _observation(self, data, n, frame, key) -> jax.Array:
         task, body, c = self.task, self.task.body, self.task.config
-        future = jax.lax.dynamic_slice_in_dim(self._keypoints[n], frame + 1, c.future_frames, axis=0)
+        future = jax.lax.dynamic_slice_in_dim(self._targets.keypoints[n], frame + 1, c.future_frames, axis=0)
         obs = tracking.observation(
             data.xpos[body.pelvis_body, 2],
             data.xmat[body.segments],
@@ -165,7 +154,7 @@ class GaitImitationEnv(Env):
             data.qvel,
             data.site_xpos[task.targets.keypoint_sites],
             future,
-            self._keypoints[n, frame, task.targets.pelvis_keypoint],
+            self._targets.keypoints[n, frame, task.targets.pelvis_keypoint],
             task.targets.pelvis_keypoint,
             body.height,
         )

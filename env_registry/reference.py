@@ -103,7 +103,7 @@ def from_fit_folder(folder, body: Body, fps: float) -> Reference:
 def synthetic(body: Body, fps: float, num: int = 4, first_seed: int = 0, duration: float = 4.0, speed: float = 1.3) -> Reference:
     """``num`` synthetic walks with seeds ``first_seed`` … ``first_seed + num − 1`` (people whose
     joint curves differ by a few percent; other seeds give held-out people)."""
-    from mjx_biomech.capture.captures import synthetic as synth
+    from mjx_biomech.capture import synthetic as synth
 
     seeds = range(first_seed, first_seed + num)
     trajectories = [synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=s)[1] for s in seeds]
@@ -172,10 +172,16 @@ def keypoint_table(body: Body) -> tuple[tuple[str, ...], np.ndarray, int]:
     return names, sites, names.index(PELVIS_KEYPOINT)
 
 
+def frames_needed(future_frames: int) -> int:
+    """Frames a trajectory needs from an episode's start: the start, one step, and the
+    ``future_frames`` observed ahead of it."""
+    return future_frames + 2
+
+
 def targets(reference: Reference, body: Body, future_frames: int) -> Targets:
     """Tracking targets of ``reference`` on ``body``; every trajectory must have at least
-    ``future_frames + 2`` frames (a start, one step, F frames ahead)."""
-    need = future_frames + 2
+    :func:`frames_needed` frames."""
+    need = frames_needed(future_frames)
     short = [(reference.names[i], int(n)) for i, n in enumerate(reference.lengths) if n < need]
     if short:
         raise InputError(

@@ -11,9 +11,9 @@ import numpy as np
 from mjx_biomech.errors import InputError
 
 from . import tracking
-from .body import Body, build_body
+from .body import PELVIS_COORDINATES, Body, build_body
 from .config import GaitImitationConfig
-from .reference import Reference, Targets, load_reference, targets
+from .reference import Reference, Targets, frames_needed, load_reference, targets
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class GaitTask:
     def non_pelvis_qpos(self) -> np.ndarray:
         """qpos addresses of every joint but the pelvis's six coordinates (observed as is)."""
         m = self.body.mj_model
-        pelvis = {m.jnt_qposadr[m.joint(c).id] for c in ("pelvis_tx", "pelvis_ty", "pelvis_tz", "pelvis_tilt", "pelvis_list", "pelvis_rotation")}
+        pelvis = {m.jnt_qposadr[m.joint(c).id] for c in PELVIS_COORDINATES}
         return np.array([i for i in range(m.nq) if i not in pelvis], dtype=int)
 
     @property
@@ -55,6 +55,34 @@ class GaitTask:
     @property
     def dt(self) -> float:
         return 1.0 / self.config.fps
+
+    def last_start(self, length):
+        """The last frame an episode may start at, or step from, on a trajectory of ``length`` frames."""
+        return length - frames_needed(self.config.future_frames)
+
+    def step_errors(self, targets: Targets, n, frame, qpos, keypoints, keypoints0) -> tracking.Errors:
+        """Tracking errors after the step to ``frame`` of trajectory ``n``: ``qpos`` (nq,) and the
+        keypoints (K, 3) m after the step, ``keypoints0`` before it (velocity: their change over
+        ``dt``). ``targets`` is :attr:`targets`, or the same with JAX arrays."""
+        t = self.targets
+        return tracking.tracking_errors(
+            qpos[t.angle_qpos],
+            targets.angles[n, frame],
+            keypoints,
+            targets.keypoints[n, frame],
+            (keypoints - keypoints0) / self.dt,
+            targets.keypoint_velocity[n, frame],
+            t.pelvis_keypoint,
+            self.body.height,
+        )
+
+    def step_end(self, targets: Targets, n, frame, qpos, qvel, pelvis_z, reward):
+        """``(stable, fallen, out_of_frames)`` after the step to ``frame`` of trajectory ``n``
+        (:func:`.tracking.step_end`; out of frames past :meth:`last_start`)."""
+        c = self.config
+        ref_pelvis_z = targets.pelvis_height[n, frame]
+        stable, fallen = tracking.step_end(qpos, qvel, reward, pelvis_z, ref_pelvis_z, c.max_speed, c.fall_fraction)
+        return stable, fallen, frame > self.last_start(targets.lengths[n])
 
     def reward(self, errors: tracking.Errors, action):
         c = self.config

@@ -76,6 +76,15 @@ def tracking_errors(angles, ref_angles, keypoints, ref_keypoints, velocity, ref_
     )
 
 
+def step_end(qpos, qvel, reward, pelvis_z, ref_pelvis_z, max_speed: float, fall_fraction: float):
+    """``(stable, fallen)`` after a control step: stable when ``qpos`` (nq,), ``qvel`` (nv,) and
+    the reward are finite and every ``|qvel|`` is below ``max_speed``; fallen when the pelvis
+    height ``pelvis_z`` (m) is below ``fall_fraction`` of the reference's ``ref_pelvis_z`` (m)."""
+    xp = _xp(qpos, qvel, reward)
+    stable = xp.all(xp.isfinite(qpos)) & xp.all(xp.abs(qvel) < max_speed) & xp.isfinite(reward)
+    return stable, pelvis_z < fall_fraction * ref_pelvis_z
+
+
 def exp_reward(errors: Errors, alpha_angle: float = 5.0, alpha_position: float = 2.5, alpha_velocity: float = 0.17):
     """The exp-form reward (module docstring)."""
     xp = _xp(*errors)

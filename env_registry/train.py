@@ -130,9 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train and write ``policy.pkl`` and ``config.json`` into ``--out``. Bad input raises
+    :class:`InputError`; bad arguments do so before brax and MJX are loaded."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .mjx_env import GaitImitationEnv
 
     out: Path = args.out
     if (out / "policy.pkl").exists():
@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--steps: expected a positive number of environment steps, got {args.steps}")
         settings["num_timesteps"] = args.steps
     if args.num_envs is not None:
+        if args.num_envs <= 0:
+            raise InputError(f"--num-envs: expected a positive number of parallel environments, got {args.num_envs}")
         settings["num_envs"] = args.num_envs
     env_config = GaitImitationConfig(
         model=args.model,
@@ -151,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         future_frames=args.future_frames,
         residual_force=args.residual_force,
     )
+    from .mjx_env import GaitImitationEnv
+
     env = GaitImitationEnv(env_config, reference=args.reference)
     record = {
         "env": env_config.to_dict(),

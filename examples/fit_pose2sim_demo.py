@@ -1,6 +1,6 @@
 """Fit the bundled model to Pose2Sim's real 4-camera BlazePose demo and compare with Pose2Sim.
 
-Data: /work/shared/data/pose2sim-demo (see its README): 100 frames at 60 Hz, 33 BlazePose
+Data: ../shared/data/pose2sim-demo beside the checkout (see its README): 100 frames at 60 Hz, 33 BlazePose
 keypoints per camera, a Qualisys calibration, and Pose2Sim's own triangulated markers. Two
 known flaws make it a robustness test: BlazePose swaps left and right in cam02 for frames
 41–74, and every camera sits 10–20 px off the others. The fit uses the Huber loss, the
@@ -46,20 +46,24 @@ def main(argv=None) -> int:
               "pass its folder as the first argument", file=sys.stderr)
         return 2
 
+    from converters import fit_output
     from converters.trc import read_trc
     from mjx_biomech import load_model
     from mjx_biomech.analysis import metrics
-    from mjx_biomech.capture.cameras import CameraRig, project
+    from mjx_biomech.capture.cameras import CameraRig
     from mjx_biomech.capture.captures import Capture
+    from mjx_biomech.capture.projection import project
+    from mjx_biomech.cli.fit import progress_bars
     from mjx_biomech.fitting.fit import fit
 
     model = load_model()
     rig = CameraRig.from_toml(data / "calibration.toml")
     capture = Capture.from_npz(data / "keypoints_blazepose.npz", name="pose2sim_demo")
     rig = rig.subset(capture.camera_names)
-    result = fit(model, capture, rig, "blazepose33", representation="spline", solver="adam", steps=args.steps,
-                 bundle_adjust=True, progress=True)
-    result.save(args.out)
+    with progress_bars() as progress:
+        result = fit(model, capture, rig, "blazepose33", representation="spline", solver="adam", steps=args.steps,
+                     bundle_adjust=True, progress=progress)
+    fit_output.save(result, args.out)
 
     trc = read_trc(data / "pose2sim_baseline" / "Demo_BlazePose_0-99.trc")
     world = trc.positions[..., [2, 0, 1]]  # trc (X, Y, Z) = world (y, z, x)

@@ -1,7 +1,7 @@
 """Scale the bundled model to a person and open the result in MuJoCo and OpenSim.
 
 Run: python examples/scale_a_person.py [--height 1.62] [--mass 58] [--out person]
-Writes person/model.xml (MuJoCo) and, with the opensim extra, person/model.osim.
+Writes person/model.xml (MuJoCo) and person/model.osim (OpenSim; no opensim install needed).
 """
 
 import argparse
@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 import mjx_biomech as mb
+from converters import osim
 
 
 def main() -> None:
@@ -30,12 +31,7 @@ def main() -> None:
 
     out = Path(args.out)
     print("wrote", model.to_mjcf(params, out / "model.xml", total_mass=args.mass))
-    try:
-        from converters import osim
-
-        print("wrote", osim.export(model, params, out / "model.osim"))
-    except ImportError:
-        print("install mjx-biomech[opensim] to also write an .osim")
+    print("wrote", osim.export(model, params, out / "model.osim"))
 
 
 if __name__ == "__main__":

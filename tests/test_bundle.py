@@ -13,8 +13,8 @@ import pytest
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from mjx_biomech.body.rotations import rodrigues
 from mjx_biomech.fitting.solvers import schur_lm as bundle
-from mjx_biomech.capture.cameras import rodrigues
 
 jax.config.update("jax_enable_x64", True)
 

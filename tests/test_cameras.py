@@ -11,18 +11,10 @@ import pytest  # noqa: E402
 import scipy.linalg  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
+from mjx_biomech.body.rotations import rodrigues  # noqa: E402
+from mjx_biomech.capture.cameras import Camera, CameraRig, extrinsic_difference  # noqa: E402
+from mjx_biomech.capture.projection import points_camera, project, triangulate, triangulate_robust, undistort_points  # noqa: E402
 from mjx_biomech.io import InputError  # noqa: E402
-from mjx_biomech.capture.cameras import (  # noqa: E402
-    Camera,
-    CameraRig,
-    extrinsic_difference,
-    points_camera,
-    project,
-    rodrigues,
-    triangulate,
-    triangulate_robust,
-    undistort_points,
-)
 
 DIST = [
     [-0.21, 0.05, 1.2e-3, -6e-4, 0.012],
@@ -284,6 +276,9 @@ def test_reads_pose2sim_calibration_with_four_distortions(tmp_path):
         (lambda t: t.replace(", [ 0.0, 0.0, 1.0,],]", ",]", 1), r"\[int_cam01_img\]: 'matrix' must have shape \(3, 3\)"),
         (lambda t: t.replace("fisheye = false", "fisheye = true", 1), r"fisheye = true is not supported"),
         (lambda t: t.replace("1.0e-05,]", "1.0e-05, 0.0, 0.1, 0.2]", 1), r"'distortions' must be 4 .* or 5"),
+        (lambda t: t.replace("rotation = [ 1.3497,", "rotation = [ nan,", 1), r"\[int_cam02_img\]: 'rotation' must be finite"),
+        (lambda t: t.replace("[ 1681.25, 0.0,", "[ inf, 0.0,", 1), r"\[int_cam01_img\]: 'matrix' must be finite"),
+        (lambda t: t.replace("[ 0.0, 1673.75,", "[ 0.0, -1673.75,", 1), r"\[int_cam02_img\]: 'matrix' must be .* fx, fy > 0"),
     ],
 )
 def test_bad_calibration_errors_name_file_section_and_key(tmp_path, edit, expected):
@@ -318,5 +313,5 @@ def test_rig_indexing_and_subset(rig):
     assert sub.names == ("cam03", "cam01")
     np.testing.assert_array_equal(np.asarray(sub.tvec[0]), np.asarray(rig["cam03"].tvec))
     np.testing.assert_allclose(np.asarray(rig["cam02"].center), np.asarray(rig.centers[1]), atol=1e-12)
-    with pytest.raises(KeyError, match="cam09"):
+    with pytest.raises(InputError, match="camera 'cam09' is not in the calibration"):
         rig["cam09"]

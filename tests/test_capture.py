@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mjx_biomech.errors import InputError
 from mjx_biomech.capture.cameras import Camera, CameraRig
 from mjx_biomech.capture.captures import Capture
+from mjx_biomech.errors import InputError
 
 NAMES = ("nose", "left_hip", "right_hip")
-DEMO = Path("/work/shared/data/pose2sim-demo/keypoints_blazepose.npz")
+DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "pose2sim-demo" / "keypoints_blazepose.npz"
 
 
 def make_rig(names=("cam01", "cam02", "cam03")):
@@ -62,6 +62,16 @@ def test_npz_missing_array_is_named(tmp_path):
     np.savez(path, keypoints=np.zeros((1, 2, 3, 2)), confidence=np.zeros((1, 3, 3)), fps=30.0,
              camera_names=np.array(["a"]), keypoint_names=np.array(NAMES))
     with pytest.raises(InputError, match=r"bad\.npz: confidence: expected shape \(1, 2, 3\)"):
+        Capture.from_npz(path)
+
+
+@pytest.mark.parametrize("field, value", [("fps", np.nan), ("fps", -30.0), ("start_time", np.inf)])
+def test_npz_non_finite_frame_rate_or_start_time_is_named(tmp_path, field, value):
+    path = tmp_path / "bad.npz"
+    arrays = {"keypoints": np.zeros((1, 2, 3, 2)), "confidence": np.ones((1, 2, 3)), "fps": 30.0, "start_time": 0.0,
+              "camera_names": np.array(["a"]), "keypoint_names": np.array(NAMES)}
+    np.savez(path, **{**arrays, field: value})
+    with pytest.raises(InputError, match=rf"bad\.npz: {field}: expected"):
         Capture.from_npz(path)
 
 

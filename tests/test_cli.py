@@ -1,4 +1,7 @@
-"""The ``mjx-biomech model`` commands, run in-process through the CLI entry point."""
+"""The ``mjx-biomech`` commands, run in-process through the CLI entry point: the model commands'
+results, and one error format for bad input to every command."""
+
+import sys
 
 import mujoco
 import numpy as np
@@ -44,19 +47,52 @@ def test_model_scale_writes_a_scaled_myo_sim_model(tmp_path):
     np.testing.assert_allclose(scaled.actuator_length0, base.actuator_length0 * 1.1, rtol=1e-4)
 
 
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``mjx-biomech argv``, argparse's own exits included."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["model", "scale", "--scale", "thigh_r", "--out", "x.xml"], "expected GROUP=VALUE"),
-        (["model", "scale", "--scale", "femur=1.1", "--out", "x.xml"], "is not one of"),
-        (["model", "scale", "--height", "-1", "--out", "x.xml"], "must be positive"),
-        (["model", "info", "no-such-model.xml"], "model file not found"),
+        (["model", "info", "no-such-model.xml"], "no-such-model.xml: model file not found"),
+        (["model", "scale", "--scale", "thigh_r", "--out", "x.xml"], "--scale 'thigh_r': expected GROUP=VALUE"),
+        (["model", "scale", "--scale", "femur=1.1", "--out", "x.xml"], "--scale: scale 'femur' is not one of"),
+        (["model", "scale", "--scale", "thigh_r=-1", "--out", "x.xml"], "the scale must be a positive number"),
+        (["model", "scale", "--height", "-1", "--out", "x.xml"], "--height -1.0: must be positive"),
+        (["validate", "no-such-model.osim"], "no-such-model.osim"),
+        (["validate", "no-such-model.osim", "--poses", "0"], "--poses 0: expected at least one random pose"),
+        (["demo", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
+        (["fit", "--calibration", "no-such-calibration.toml", "--keypoints", "walk.npz", "--marker-set", "coco17",
+          "--out", "fit"], "no-such-calibration.toml"),
+        (["train", "--out", "policy", "--steps", "0"], "--steps: expected a positive number of environment steps"),
+        (["evaluate", "no-such-policy"], "POLICY: no-such-policy not found"),
     ],
 )
-def test_model_commands_name_bad_input(argv, message, capsys, tmp_path, monkeypatch):
+def test_every_command_reports_bad_input_as_one_line_on_stderr(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"mjx-biomech {argv[0]}") and ": error: " in err and message in err
+
+
+def test_an_unknown_command_is_one_line_on_stderr(capsys):
+    code, out, err = run_cli(["no-such-command"], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith("mjx-biomech: error: argument COMMAND: invalid choice: 'no-such-command'")
+
+
+def test_a_missing_optional_package_is_one_line_on_stderr(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "opensim", None)
+    code, out, err = run_cli(["validate", "model.osim"], capsys)
+    assert code == 2 and out == ""
+    assert err == "mjx-biomech validate: error: needs the optional package 'opensim', which is not installed\n"
 
 
 def test_written_files_get_ordinary_permissions(tmp_path):

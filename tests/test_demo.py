@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from mjx_biomech import cli
 from converters.mot import read_mot
 from converters.trc import read_trc
+from mjx_biomech import cli
 
 
 @pytest.mark.slow

@@ -5,26 +5,30 @@ dropouts, 1 % outliers, the 87 BML-MoVi keypoints) is shared by every test, so t
 AdamW step is built once per module.
 """
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.special import huber
 
 import mjx_biomech
-from mjx_biomech.fitting import losses
-from mjx_biomech.capture.captures import synthetic
-from mjx_biomech.fitting import trajectories
-from mjx_biomech.capture.cameras import extrinsic_difference, project
-from mjx_biomech.errors import InputError
-from mjx_biomech.capture.captures import Capture, mirror_pairs
-from mjx_biomech.fitting.fit import fit
 from mjx_biomech.analysis.results import truth_metrics
+from mjx_biomech.capture import synthetic
+from mjx_biomech.capture.cameras import extrinsic_difference
+from mjx_biomech.capture.captures import Capture, mirror_pairs
+from mjx_biomech.capture.projection import project
+from mjx_biomech.errors import InputError
+from mjx_biomech.fitting import losses, trajectories
+from mjx_biomech.fitting.fit import fit
+from mjx_biomech.fitting.solvers import adam
 
 MARKERS = "bml_movi_87"
 # Offsets towards 0 weigh more than the library default: the true offsets are 0 here, and the
 # pelvis tilt is otherwise traded against offsets of the pelvis markers (see test_population).
-SETTINGS = dict(solver="adam", representation="spline", steps=3000, lr=3e-2, offset_weight=30.0, progress=False)
+SETTINGS = dict(solver="adam", representation="spline", steps=3000, lr=3e-2, offset_weight=30.0)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +63,10 @@ def test_fit_recovers_scales_and_joint_angles_of_a_synthetic_person(model, trial
     # The person is not the model: the scales moved from 1 by 5-10 %.
     assert np.max(np.abs(np.asarray(plain_fit.params.scales) - 1)) > 0.04
     assert plain_fit.loss_history[-1] < 0.1 * plain_fit.loss_history[0]
+    # The result is complete when returned, and immutable.
+    assert set(plain_fit.metrics["trials"]["synthetic"]["left_right_relabelled"]) == set(trial["rig"].names)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plain_fit.metrics = {}
 
 
 @pytest.mark.slow
@@ -138,7 +146,7 @@ def test_levenberg_marquardt_on_the_spline_recovers_the_person(model):
     # variable), about 1.6 GB for these 18 frames.
     walk = _walk(model, 0.6)
     coords, person, rig, cap = walk["coords"], walk["person"], walk["rig"], walk["capture"]
-    result = fit(model, cap, rig, MARKERS, solver="lm", steps=25, bundle_adjust=False, offset_weight=30.0, progress=False)
+    result = fit(model, cap, rig, MARKERS, solver="lm", steps=25, bundle_adjust=False, offset_weight=30.0)
     m = truth_metrics(result, person, coords, skip_seconds=0.1)
     assert m["scale_error_max_pct"] <= 1.0
     assert m["joint_rmse_deg"] <= 1.5
@@ -150,14 +158,14 @@ def test_fit_rejects_a_camera_missing_from_the_calibration(model, trial):
     renamed = Capture(cap.keypoints, cap.confidence, cap.fps, cap.keypoint_names,
                       ("cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "cam7", "side"), name="walk")
     with pytest.raises(InputError, match="side.*not in the calibration"):
-        fit(model, renamed, trial["rig"], MARKERS, steps=1, progress=False)
+        fit(model, renamed, trial["rig"], MARKERS, steps=1)
 
 
 def test_fit_rejects_all_nan_keypoints(model, trial):
     cap = trial["capture"]
     empty = Capture(np.full_like(cap.keypoints, np.nan), cap.confidence, cap.fps, cap.keypoint_names, cap.camera_names, name="empty")
     with pytest.raises(InputError, match="every keypoint is NaN"):
-        fit(model, empty, trial["rig"], MARKERS, steps=1, progress=False)
+        fit(model, empty, trial["rig"], MARKERS, steps=1)
 
 
 def test_mismatched_frame_counts_and_marker_sets_are_clear_errors(model, trial):
@@ -165,9 +173,9 @@ def test_mismatched_frame_counts_and_marker_sets_are_clear_errors(model, trial):
     with pytest.raises(InputError, match="confidence: expected shape"):
         Capture(cap.keypoints, cap.confidence[:, :-3], cap.fps, cap.keypoint_names, cap.camera_names)
     with pytest.raises(InputError, match="not marker set 'coco17'"):
-        fit(model, cap, trial["rig"], "coco17", steps=1, progress=False)
+        fit(model, cap, trial["rig"], "coco17", steps=1)
     with pytest.raises(InputError, match="solver='lm' fits the spline"):
-        fit(model, cap, trial["rig"], MARKERS, solver="lm", representation="mlp", progress=False)
+        fit(model, cap, trial["rig"], MARKERS, solver="lm", representation="mlp")
 
 
 def test_an_interrupted_and_resumed_fit_equals_an_uninterrupted_one(model, trial, tmp_path):
@@ -177,16 +185,21 @@ def test_an_interrupted_and_resumed_fit_equals_an_uninterrupted_one(model, trial
     class Interrupt(Exception):
         pass
 
-    def stop(step, loss):
-        if step == 24:
+    def stop(stage, done, total, info):
+        if stage == "adam" and done == 25:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit(model, trial["capture"], trial["rig"], MARKERS, checkpoint_dir=tmp_path, checkpoint_every=10, callback=stop, **short)
+        fit(model, trial["capture"], trial["rig"], MARKERS, checkpoint_dir=tmp_path, checkpoint_every=10, progress=stop, **short)
     assert (tmp_path / "checkpoint.eqx").exists()
     seen = []
+
+    def record(stage, done, total, info):
+        if stage == "adam":
+            seen.append(done)
+
     resumed = fit(model, trial["capture"], trial["rig"], MARKERS, checkpoint_dir=tmp_path, checkpoint_every=10,
-                  callback=lambda s, l: seen.append(s), **short)
+                  progress=record, **short)
     assert seen[0] == 20  # resumed from the checkpoint at step 20, not from the start
     np.testing.assert_array_equal(resumed.trials[0].coords, whole.trials[0].coords)
     np.testing.assert_array_equal(np.asarray(resumed.params.scales), np.asarray(whole.params.scales))
@@ -195,6 +208,49 @@ def test_an_interrupted_and_resumed_fit_equals_an_uninterrupted_one(model, trial
     # A checkpoint of another fit is refused rather than silently mixed in.
     with pytest.raises(InputError, match="belongs to a fit with other data or settings"):
         fit(model, trial["capture"], trial["rig"], MARKERS, checkpoint_dir=tmp_path, **dict(short, steps=41))
+
+
+def test_a_fit_reports_each_stage_through_its_progress_callback_and_prints_nothing(model, trial, capsys):
+    calls = []
+    fit(model, trial["capture"], trial["rig"], MARKERS, **dict(SETTINGS, steps=6, ba_start_fraction=0.5, ba_iterations=2),
+        progress=lambda *call: calls.append(call))
+    adam_calls = [(done, total) for stage, done, total, _ in calls if stage == "adam"]
+    assert adam_calls == [(d, 6) for d in range(7)]
+    assert {stage for stage, *_ in calls} == {"adam", "bundle adjustment"}
+    # Every stage opens with an empty report; the steps after it carry the loss.
+    for _, done, total, info in calls:
+        assert ("loss" in info) == (info != {}) and 0 <= done <= total
+        if "loss" in info:
+            assert np.isfinite(float(info["loss"]))
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_learning_rate_decays_1000_fold_and_restarts_at_a_tenth_when_bundle_adjustment_starts():
+    steps, start, lr = 400, 300, 3e-2
+    plain = adam.learning_rates(adam.decay(lr, steps), steps)
+    np.testing.assert_allclose(plain, lr * 1e-3 ** (np.arange(steps) / steps), rtol=1e-5)
+    restarted = adam.learning_rates(adam.decay(lr, steps, restart=start), steps)
+    k = np.arange(steps)
+    paper = np.where(k < start, lr * 1e-2 ** (k / start), 0.1 * lr * 1e-2 ** ((k - start) / (steps - start)))
+    np.testing.assert_allclose(restarted, paper, rtol=1e-5)
+    cameras = adam.learning_rates(adam.camera_decay(1e-3, steps, start), steps)
+    np.testing.assert_allclose(cameras, np.where(k < start, 0.0, 1e-3 * 1e-3 ** ((k - start) / (steps - start))), rtol=1e-5)
+
+
+def test_point_residuals_are_the_huber_loss_of_3d_marker_distances_and_skip_missing_targets():
+    rng = np.random.default_rng(3)
+    targets = rng.normal(size=(4, 5, 3))
+    # Distances on both sides of the 5 cm threshold.
+    points = targets + rng.normal(size=(4, 5, 3)) * rng.choice([0.01, 0.2], size=(4, 5, 1))
+    weights = rng.uniform(0.5, 2.0, size=(4, 5))
+    targets[1, 2] = np.nan  # a marker that was not seen
+    r = losses.point_residuals(jnp.asarray(points), jnp.asarray(targets), jnp.asarray(weights), delta_m=0.05)
+    assert r.shape == (4, 5, 3)
+    d = np.linalg.norm(points - targets, axis=-1)
+    expected = np.where(np.isnan(d), 0.0, weights * huber(0.05, np.nan_to_num(d)))
+    np.testing.assert_allclose(0.5 * np.sum(np.asarray(r) ** 2, axis=-1), expected, rtol=1e-4, atol=1e-12)
+    g = jax.grad(lambda p: losses.sum_of_squares(losses.point_residuals(p, jnp.asarray(targets))))(jnp.asarray(points))
+    assert np.all(np.isfinite(np.asarray(g))) and np.all(np.asarray(g)[1, 2] == 0)
 
 
 def test_missing_observations_contribute_nothing_and_give_no_nan_gradients():

@@ -9,7 +9,6 @@ import math  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from mjx_biomech.capture.cameras import Camera, CameraRig, project  # noqa: E402
 from mjx_biomech.analysis.metrics import (  # noqa: E402
     bias_removed_rmse,
     bland_altman,
@@ -24,6 +23,9 @@ from mjx_biomech.analysis.metrics import (  # noqa: E402
     step_metrics,
     walking_speed_per_cycle,
 )
+from mjx_biomech.capture.cameras import Camera, CameraRig  # noqa: E402
+from mjx_biomech.capture.projection import project  # noqa: E402
+from mjx_biomech.errors import InputError  # noqa: E402
 
 
 def test_gc_d_counts_confident_keypoints_within_threshold():
@@ -180,3 +182,15 @@ def test_bland_altman_and_plot(tmp_path):
     path = plot_bland_altman(a, b, tmp_path / "plots" / "ba.png", title="knee", units="deg")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["ba.png"]
+
+
+def test_bad_arguments_are_named():
+    left, right, sl, sr, pelvis, _, _ = _walk()
+    with pytest.raises(InputError, match="fps: expected a positive frame rate"):
+        gait_events(np.zeros(5), None, 0.0)
+    with pytest.raises(InputError, match="fps: expected a positive frame rate"):
+        walking_speed_per_cycle(pelvis, sl, float("nan"))
+    with pytest.raises(InputError, match=r"direction: expected a non-zero horizontal vector \(2,\)"):
+        step_metrics(left, right, sl, sr, direction=[0.0, 0.0])
+    with pytest.raises(InputError, match="max_offset: expected ≥ 0 s"):
+        match_events([0.0], [0.0], max_offset=-1.0)

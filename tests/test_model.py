@@ -1,6 +1,8 @@
 """The core body model: dynamic (JAX) scaling agrees with MuJoCo's C engine on the statically
 scaled model, gradients are right, mass properties scale, and bad input is named."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -212,12 +214,49 @@ def test_marker_set_naming_an_unknown_site_is_named(tmp_path):
 
 def test_params_of_the_wrong_shape_are_named(bundled):
     good = bundled.default_params()
-    with pytest.raises(ValueError, match="params.scales has shape"):
+    with pytest.raises(InputError, match="params.scales has shape"):
         bundled.markers(bundled.neutral_coordinates(), good.replace(scales=jnp.ones(3)))
-    with pytest.raises(ValueError, match="params.offsets has shape"):
+    with pytest.raises(InputError, match="params.offsets has shape"):
         bundled.markers(bundled.neutral_coordinates(), good.replace(offsets=jnp.zeros((2, 3))))
-    with pytest.raises(ValueError, match="coords has shape"):
+    with pytest.raises(InputError, match="coords has shape"):
         bundled.markers(jnp.zeros(3), good)
+
+
+def test_model_is_frozen_and_a_static_jit_argument(bundled):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bundled.source = "elsewhere"
+    with pytest.raises(TypeError):
+        bundled.marker_sets["coco17"] = {}
+    tied = bundled.with_scale_groups(tie_left_right=True)
+    assert "thigh_r" in bundled.scale_param_names and "thigh" in tied.scale_param_names
+    assert bundled.metadata["scale_groups"] != tied.metadata["scale_groups"]
+    # Hashing is by identity: two loads are two static arguments, one model is one.
+    assert bundled != mb.load_model() and len({bundled, bundled, tied}) == 2
+    markers = jax.jit(lambda model, q: model.markers(q, model.default_params()), static_argnums=0)
+    q = bundled.neutral_coordinates()
+    np.testing.assert_allclose(markers(tied, q), markers(bundled, q), atol=1e-6)
+
+
+PLAIN_LEGS = """<mujoco><worldbody>
+  <body name="thigh_r" pos="0 -.1 1"><joint name="hip_r" type="hinge" axis="0 1 0"/><geom size=".05"/>
+    <site name="knee_r" pos="0 0 -.4"/></body>
+  <body name="thigh_l" pos="0 .1 1"><joint name="hip_l" type="hinge" axis="0 1 0"/><geom size=".05"/>
+    <site name="knee_l" pos="0 0 -.4"/></body>
+</worldbody></mujoco>"""
+
+
+def test_plain_mjcf_scale_groups_tie_and_split_per_axis(tmp_path):
+    path = tmp_path / "legs.xml"
+    path.write_text(PLAIN_LEGS)
+    model = mb.load_model(path)
+    assert model.scale_param_names == ("overall", "thigh_r", "thigh_l")
+    tied = model.with_scale_groups(tie_left_right=True, per_axis=("thigh",))
+    assert tied.coordinate_names == model.coordinate_names == ("hip_r", "hip_l")
+    assert tied.scale_param_names == ("overall", "thigh.x", "thigh.y", "thigh.z")
+    knees = tied.markers(tied.neutral_coordinates(), tied.scale_params(**{"thigh.z": 1.5}))
+    np.testing.assert_allclose(knees, [[0, -0.1, 0.4], [0, 0.1, 0.4]], atol=1e-6)
+    with pytest.raises(InputError, match="per_axis: group 'shank'"):
+        model.with_scale_groups(per_axis=("shank",))
 
 
 def _full_inertia(m):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from converters.mot import MotionTable, read_mot, read_mot_internal, write_mot, write_sto
-from converters.trc import read_trc, write_trc, y_up_to_z_up, z_up_to_y_up
+from converters.opensim_frame import GROUND_QUAT, GROUND_TO_WORLD, y_up_to_z_up, z_up_to_y_up
+from converters.trc import read_trc, write_trc
+from mjx_biomech.body.rotations import quat_to_mat_np
 from mjx_biomech.errors import InputError
 
 NAMES = ("pelvis_tilt", "pelvis_tx", "hip_flexion_r", "knee_r_beta")
@@ -244,6 +246,9 @@ def test_z_up_mapping_turns_opensim_up_into_mujoco_up():
     np.testing.assert_array_equal(y_up_to_z_up([forward, up, right]), [[1, 0, 0], [0, 0, 1], [0, -1, 0]])
     points = np.random.default_rng(2).normal(size=(4, 2, 3))
     np.testing.assert_array_equal(z_up_to_y_up(y_up_to_z_up(points)), points)
+    # The same turn as the converters' ground frame (matrix and quaternion).
+    np.testing.assert_array_equal(y_up_to_z_up(points), points @ GROUND_TO_WORLD.T)
+    np.testing.assert_allclose(quat_to_mat_np(GROUND_QUAT), GROUND_TO_WORLD, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("units, scale", [("m", 1.0), ("mm", 1000.0)])

@@ -1,6 +1,5 @@
 """.osim -> MJCF conversion: MuJoCo's kinematics equal OpenSim 4.6's at random poses (<= 1e-6 m)."""
 
-import json
 import os
 import struct
 import warnings
@@ -12,11 +11,13 @@ import pytest
 
 from converters import osim as osim_converter
 from converters import validate as validator
+from converters.opensim_frame import GROUND_TO_WORLD
+from mjx_biomech.body.metadata import read_metadata
 from mjx_biomech.errors import InputError
 
 osim = pytest.importorskip("opensim")
 
-SHARED = Path(os.environ.get("MJX_BIOMECH_SHARED", "/work/shared")) / "data" / "opensim-models"
+SHARED = Path(os.environ.get("MJX_BIOMECH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "opensim-models"
 SHARED_MODELS = [
     "Models/Rajagopal/Rajagopal2016.osim",
     "Models/Gait2392_Simbody/subject01.osim",
@@ -180,7 +181,7 @@ def chain_osim(tmp_path_factory):
 
 def converted(path):
     mj_model = mujoco.MjModel.from_xml_string(osim_converter.to_mjcf(path))
-    return mj_model, validator.read_metadata(mj_model)
+    return mj_model, read_metadata(mj_model)
 
 
 def test_custom_joints_with_every_function_type_match_opensim(custom_osim):
@@ -351,7 +352,7 @@ def opensim_markers_in_world(path, metadata, coordinates, names):
             if name not in locked:
                 os_model.getCoordinateSet().get(name).setValue(state, value, False)
         os_model.realizePosition(state)
-        out.append([validator.GROUND_TO_WORLD @ validator._vec(os_model.getMarkerSet().get(n).getLocationInGround(state)) for n in names])
+        out.append([GROUND_TO_WORLD @ validator._vec(os_model.getMarkerSet().get(n).getLocationInGround(state)) for n in names])
     return np.array(out)
 
 
@@ -377,10 +378,11 @@ def scaled_params(model, seed):
 
 def test_core_model_loaded_from_osim_places_markers_as_opensim(custom_osim):
     import jax.numpy as jnp
+
     import mjx_biomech
 
     model = mjx_biomech.load_model(custom_osim)
-    coordinates = validator.sample_coordinates(model.metadata, 20, 4)
+    coordinates = validator.sample_coordinates(model, 20, 4)
     names = model.marker_names("opensim")
     expected = opensim_markers_in_world(custom_osim, model.metadata, coordinates, names)
     params = model.default_params(jnp.float64)
@@ -393,7 +395,7 @@ def check_export(path, tmp_path, seed):
     model = mjx_biomech.load_model(path)
     params = scaled_params(model, seed)
     out = osim_converter.export(model, params, tmp_path / "scaled.osim")
-    coordinates = validator.sample_coordinates(model.metadata, 20, seed)
+    coordinates = validator.sample_coordinates(model, 20, seed)
     names = model.marker_names("opensim")
     expected = opensim_markers_in_world(out, model.metadata, coordinates, names)
     np.testing.assert_allclose(core_markers(model, coordinates, params), expected, rtol=0, atol=1e-6)

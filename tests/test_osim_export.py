@@ -12,11 +12,12 @@ import mjx_biomech
 from converters import osim as osim_converter
 from converters import osim_build, validate
 from converters.mot import read_mot
-from converters.trc import write_trc, z_up_to_y_up
+from converters.opensim_frame import z_up_to_y_up
+from converters.trc import write_trc
 from mjx_biomech.errors import InputError
 
 osim = pytest.importorskip("opensim")
-from test_osim import custom_model  # noqa: E402  (pytest puts tests/ on sys.path)
+from test_osim import custom_model  # pytest puts tests/ on sys.path
 
 
 def random_params(model, seed, max_offset=0.03):
@@ -219,7 +220,7 @@ def test_plain_mjcf_with_split_joints_anchors_and_a_joint_equality_matches_opens
         model = mjx_biomech.load_model(mujoco.MjSpec.from_string(PLAIN_MJCF))
     assert [d.joint for d in model.dependents] == ["b_s"]
     params = random_params(model, 3)
-    built, path = check_markers(model, params, tmp_path, random_poses(model, 20, 2))
+    _, path = check_markers(model, params, tmp_path, random_poses(model, 20, 2))
     exported = osim.Model(str(path))
     exported.initSystem()
     joints = exported.getJointSet()
@@ -232,7 +233,7 @@ def test_converted_osim_functions_couplers_and_ground_body_match_opensim_when_bu
     source = custom_model(tmp_path / "custom.osim")
     model = mjx_biomech.load_model(source)
     params = random_params(model, 5, max_offset=0.02)
-    poses = validate.sample_coordinates(model.metadata, 20, 6)
+    poses = validate.sample_coordinates(model, 20, 6)
     built, _ = check_markers(model, params, tmp_path, poses)
     # knee_beta (coupled to knee_angle in the .osim) drives the patella through composite functions.
     assert [(name, source) for name, source, _ in built.coupled] == [("knee_angle_in_patella_joint", "knee_angle")]

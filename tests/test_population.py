@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mjx_biomech
-from mjx_biomech.capture.captures import synthetic
+from mjx_biomech.capture import synthetic
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.population import fit_population
 
@@ -51,7 +51,7 @@ def _marker_error_mm(result, truth, model):
 @pytest.mark.slow
 def test_learning_the_base_markers_over_a_population_halves_the_marker_error(model, population):
     subjects, truth, shift = population
-    pooled = fit_population(model, subjects, MARKERS, steps=2500, batch_size=3, offset_weight=100.0, progress=False)
+    pooled = fit_population(model, subjects, MARKERS, steps=2500, batch_size=3, offset_weight=100.0)
     names = model.marker_names(MARKERS)
     free = np.array(["hee" not in n for n in names])
     # Markers on the arms are left out of the measure: a common shift of forearm and hand
@@ -72,9 +72,9 @@ def test_learning_the_base_markers_over_a_population_halves_the_marker_error(mod
 def test_population_arguments_are_checked(model, population):
     subjects, _, _ = population
     with pytest.raises(InputError, match="batch_size: expected 1 <= batch_size < 6"):
-        fit_population(model, subjects, MARKERS, batch_size=6, steps=1, progress=False)
+        fit_population(model, subjects, MARKERS, batch_size=6, steps=1)
     with pytest.raises(InputError, match="not keypoints of marker set"):
-        fit_population(model, subjects, MARKERS, anchored=["left_heel"], steps=1, progress=False)
+        fit_population(model, subjects, MARKERS, anchored=["left_heel"], steps=1)
     short = subjects[1][0].slice(0.0, 0.5)
     with pytest.raises(InputError, match=r"subjects\[1\]: 8 cameras, 15 frames"):
-        fit_population(model, [subjects[0], (short, subjects[1][1])] + subjects[2:], MARKERS, steps=1, progress=False)
+        fit_population(model, [subjects[0], (short, subjects[1][1])] + subjects[2:], MARKERS, steps=1)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import mjx_biomech
-from mjx_biomech.capture.captures import cameras
-from mjx_biomech.capture.captures import synthetic
+from mjx_biomech.capture import projection, synthetic
+from mjx_biomech.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +89,10 @@ def test_ring_rig_cameras_surround_and_look_at_the_walkway():
     rig = synthetic.ring_rig(n_cameras=6, radius=4.0, height=1.5)
     centers = np.asarray(rig.centers)
     assert np.allclose(np.linalg.norm(centers[:, :2], axis=1), 4.0) and np.allclose(centers[:, 2], 1.5)
-    uv = np.asarray(cameras.project(rig, np.array([0.0, 0.0, 0.9])))
+    uv = np.asarray(projection.project(rig, np.array([0.0, 0.0, 0.9])))
     assert np.allclose(uv, [(1920 - 1) / 2, (1080 - 1) / 2], atol=1e-6)
     # A point above the target is higher in every image (smaller v).
-    assert np.all(np.asarray(cameras.project(rig, np.array([0.0, 0.0, 1.5])))[:, 1] < uv[:, 1])
+    assert np.all(np.asarray(projection.project(rig, np.array([0.0, 0.0, 1.5])))[:, 1] < uv[:, 1])
 
 
 def test_capture_noise_dropouts_and_outliers_match_their_settings(model, walk):
@@ -105,10 +105,20 @@ def test_capture_noise_dropouts_and_outliers_match_their_settings(model, walk):
     seen = cap.confidence > 0
     assert np.all(np.isnan(cap.keypoints[~seen])) and np.all(np.isfinite(cap.keypoints[seen]))
     assert abs(1 - seen.mean() - 0.2) < 0.02
-    true = np.asarray(cameras.project(rig, jax.jit(jax.vmap(lambda q: model.markers(q, params, "coco17")))(coords)))
+    true = np.asarray(projection.project(rig, jax.jit(jax.vmap(lambda q: model.markers(q, params, "coco17")))(coords)))
     err = np.linalg.norm(cap.keypoints - true, axis=-1)[seen]
     outliers = err > 15
     assert abs(outliers.mean() - 0.05) < 0.015
     # Inliers: 2D Gaussian with sigma 2 px per axis has RMS radius 2·sqrt(2).
     assert np.sqrt(np.mean(err[~outliers] ** 2)) == pytest.approx(2 * np.sqrt(2), rel=0.05)
     assert np.all(cap.confidence[seen][outliers] <= 0.7) and np.all(cap.confidence[seen][~outliers] >= 0.6)
+
+
+def test_bad_settings_and_unknown_marker_sets_are_named(model, walk):
+    times, coords = walk
+    with pytest.raises(InputError, match="marker_set 'no_such_set'"):
+        synthetic.person(model, marker_set="no_such_set")
+    with pytest.raises(InputError, match="capture: expected noise_px >= 0"):
+        synthetic.capture(model, model.default_params(), times, coords, synthetic.ring_rig(), "coco17", noise_px=-1.0)
+    with pytest.raises(InputError, match="camera 'cam9' is not in the calibration"):
+        synthetic.perturb_cameras(synthetic.ring_rig(), ["cam9"])

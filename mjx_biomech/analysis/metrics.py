@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from mjx_biomech.capture.cameras import CameraRig, project
+from mjx_biomech.capture.cameras import CameraRig
+from mjx_biomech.capture.projection import project
 from mjx_biomech.errors import InputError
 from mjx_biomech.io import atomic_write
 
@@ -111,6 +112,7 @@ def gait_events(heel_z, toe_z, fps: float, threshold: float = 0.03, hysteresis: 
     """
     if hysteresis < 0:
         raise InputError(f"hysteresis: expected ≥ 0 m, got {hysteresis}")
+    _check_fps(fps)
     heel = np.asarray(heel_z, dtype=float)
     height = heel if toe_z is None else np.fmin(heel, np.asarray(toe_z, dtype=float))
     if height.ndim != 1:
@@ -142,6 +144,20 @@ class StepMetrics(NamedTuple):
     stride_side: np.ndarray
     stride_length: np.ndarray
     direction: np.ndarray
+
+
+def _check_fps(fps: float) -> None:
+    if not (np.isfinite(fps) and fps > 0):
+        raise InputError(f"fps: expected a positive frame rate in Hz, got {fps}")
+
+
+def _unit_direction(direction) -> np.ndarray:
+    """``direction`` (2,) scaled to unit length."""
+    d = np.asarray(direction, dtype=float)
+    norm = np.linalg.norm(d) if d.shape == (2,) else 0.0
+    if not (np.isfinite(norm) and norm > 0):
+        raise InputError(f"direction: expected a non-zero horizontal vector (2,), got {np.asarray(direction).tolist()}")
+    return d / norm
 
 
 def _horizontal(x, up_axis: int) -> np.ndarray:
@@ -188,8 +204,7 @@ def step_metrics(
     if direction is None:
         source = pelvis if pelvis is not None else (np.asarray(heel_left, float) + np.asarray(heel_right, float)) / 2
         direction = walking_direction(source, up_axis)
-    direction = np.asarray(direction, dtype=float)
-    direction = direction / np.linalg.norm(direction)
+    direction = _unit_direction(direction)
     lateral = np.array([-direction[1], direction[0]])
     heels = {"left": (hl, hr, np.asarray(strikes_left, int)), "right": (hr, hl, np.asarray(strikes_right, int))}
     steps, strides = [], []
@@ -218,14 +233,14 @@ def walking_speed_per_cycle(position, strikes, fps: float, direction=None, up_ax
     """Mean walking speed (K − 1,) m/s over each gait cycle between consecutive ``strikes``
     (frames of one foot), from a body position (T, 3) m such as the pelvis: horizontal
     displacement (along ``direction`` when given) divided by the cycle's duration."""
+    _check_fps(fps)
     xy = _horizontal(position, up_axis)
     strikes = np.asarray(strikes, dtype=int)
     disp = xy[strikes[1:]] - xy[strikes[:-1]]
     if direction is None:
         dist = np.linalg.norm(disp, axis=-1)
     else:
-        direction = np.asarray(direction, dtype=float)
-        dist = disp @ (direction / np.linalg.norm(direction))
+        dist = disp @ _unit_direction(direction)
     return dist / (np.diff(strikes) / fps)
 
 
@@ -246,6 +261,8 @@ def match_events(pred_times, ref_times, max_offset: float = 0.5) -> EventMatch:
     The assignment first maximises the number of pairs within ``max_offset`` s, then minimises
     their summed absolute timing error; pairs further apart than ``max_offset`` are dropped.
     """
+    if not max_offset >= 0:
+        raise InputError(f"max_offset: expected ≥ 0 s, got {max_offset}")
     p = np.asarray(pred_times, dtype=float).ravel()
     r = np.asarray(ref_times, dtype=float).ravel()
     cost = np.abs(p[:, None] - r[None, :])

@@ -8,12 +8,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 from mjx_biomech.analysis import metrics
-from mjx_biomech.capture.cameras import project  # noqa: E402
-from mjx_biomech.io import atomic_write  # noqa: E402
+from mjx_biomech.analysis.results import file_stem
+from mjx_biomech.capture.projection import project
+from mjx_biomech.io import atomic_write
 
 _JOINTS = ("hip_flexion", "hip_adduction", "knee_angle", "ankle_angle", "arm_flex", "elbow_flex")
 
@@ -105,6 +106,7 @@ def gc_curve(result, path) -> Path:
 
 
 def loss_curve(result, path) -> Path:
+    """The loss per AdamW step or LM round, log scale."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     h = result.loss_history
     ax.semilogy(np.arange(1, len(h) + 1), h)
@@ -116,11 +118,13 @@ def loss_curve(result, path) -> Path:
 
 
 def save_all(result, folder: str | os.PathLike, truth: list | None = None) -> list[Path]:
-    """Every figure of a fit into ``folder``; returns the paths."""
+    """Every figure of a fit into ``folder``, per-trial ones named by
+    :func:`mjx_biomech.analysis.results.file_stem`; ``truth``: a (T, C) array per trial, dashed in
+    the joint curves. Returns the paths."""
     folder = Path(folder)
     out = []
     for i, t in enumerate(result.trials):
-        stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in t.name) or f"trial{i + 1}"
+        stem = file_stem(t.name, i)
         out.append(reprojection_overlay(result, folder / f"{stem}_reprojection.png", i))
         out.append(joint_curves(result, folder / f"{stem}_joint_angles.png", i, None if truth is None else truth[i]))
     out.append(gc_curve(result, folder / "gc_curve.png"))

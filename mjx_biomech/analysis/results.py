@@ -1,18 +1,9 @@
-"""What a fit returns, its metrics, and writing it to a folder.
-
-``FitResult.save(folder)`` writes (atomically, never removing other files there):
-``<trial>.mot`` (coordinates, OpenSim names, rotations in degrees), ``<trial>_markers.trc``
-(model markers, OpenSim Y-up), ``model_scaled.xml`` (MuJoCo), ``model_scaled.osim``
-(OpenSim, when the converter supports the model; otherwise a note in the report),
-``calibration_refined.toml``, ``report.json`` (every metric) and ``plots/*.png``.
-"""
+"""What a fit returns and its metrics. Writing a fit to a folder of OpenSim and MuJoCo files is
+the converters' (:func:`converters.fit_output.save`)."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -24,7 +15,6 @@ from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig, extrinsic_difference
 from mjx_biomech.capture.captures import Capture
 from mjx_biomech.errors import InputError
-from mjx_biomech.io import write_text_atomic
 
 # Joint angles compared with ground truth by default: the sagittal, frontal and transverse
 # angles of the pelvis and legs that gait analysis reports.
@@ -36,7 +26,7 @@ GAIT_COORDINATES = (
 GC_THRESHOLDS_PX = tuple(float(d) for d in np.arange(0.0, 20.5, 0.5))
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrialResult:
     """One fitted trial: ``times`` (T,) s, ``coords`` (T, C) at the frames (radians/metres,
     ``model.coordinate_names`` order), the ``trajectory`` (callable at any time) and the
@@ -49,14 +39,15 @@ class TrialResult:
     capture: Capture
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitResult:
     """A fit: per-trial results, the person's :class:`BodyParams`, the refined rig (equal to
-    ``initial_rig`` without bundle adjustment), the loss per step and the metrics."""
+    ``initial_rig`` without bundle adjustment), the loss per step, the metrics
+    (:func:`fit_metrics`) and the settings."""
 
     model: Any
     marker_set: str
-    trials: list[TrialResult]
+    trials: tuple[TrialResult, ...]
     params: BodyParams
     rig: CameraRig
     initial_rig: CameraRig
@@ -66,35 +57,50 @@ class FitResult:
 
     def markers(self, trial: int = 0) -> np.ndarray:
         """(T, J, 3) model markers of the marker set at the trial's frames (m, world)."""
-        from mjx_biomech.fitting.trajectories import markers_along
-
-        params = jax.tree_util.tree_map(jnp.asarray, self.params)
-        return np.asarray(markers_along(self.model, params, jnp.asarray(self.trials[trial].coords), self.marker_set), float)
+        return _markers(self.model, self.marker_set, self.params, self.trials[trial].coords)
 
     def reprojection_errors(self, trial: int = 0) -> np.ndarray:
         """(C, T, J) pixel distance between the projected model markers and the keypoints."""
-        kp = self.trials[trial].capture.keypoints
-        return np.asarray(metrics.reprojection_errors(self.rig, self.markers(trial), np.nan_to_num(kp)), float)
-
-    def save(self, folder: str | os.PathLike, truth: dict | None = None) -> Path:
-        """Write every output to ``folder`` (see the module docstring); ``truth`` (from
-        :func:`truth_metrics`) is added to the report. Returns the folder."""
-        return save(self, folder, truth)
+        return _reprojection_errors(self.rig, self.markers(trial), self.trials[trial].capture)
 
 
-def fit_metrics(result: FitResult) -> dict:
-    """Reprojection metrics against the keypoints: GC_5 over all trials, and per trial the
-    GC_d curve, per-camera mean and median error (px) and σ_NIQR of the errors."""
+def _markers(model, marker_set: str, params: BodyParams, coords: np.ndarray) -> np.ndarray:
+    """(T, J, 3) markers of ``marker_set`` (m, world) at coordinates ``coords`` (T, C)."""
+    from mjx_biomech.fitting.trajectories import markers_along
+
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    return np.asarray(markers_along(model, params, jnp.asarray(coords), marker_set), float)
+
+
+def _reprojection_errors(rig: CameraRig, markers: np.ndarray, capture: Capture) -> np.ndarray:
+    """(C, T, J) pixel distance between ``markers`` (T, J, 3) projected by ``rig`` and the keypoints."""
+    return np.asarray(metrics.reprojection_errors(rig, markers, np.nan_to_num(capture.keypoints)), float)
+
+
+def fit_metrics(
+    model,
+    marker_set: str,
+    params: BodyParams,
+    rig: CameraRig,
+    trials: Sequence[TrialResult],
+    loss_history: np.ndarray,
+    left_right_relabelled: dict[str, dict[str, int]] | None = None,
+) -> dict:
+    """Reprojection metrics against the keypoints of the fitted ``trials`` (markers of
+    ``marker_set`` on ``model`` with ``params``, projected by ``rig``): GC_5, σ_NIQR and median
+    error (px) over all trials; per trial the GC_d curve, per-camera mean and median error (px)
+    and GC_5, σ_NIQR of the errors and, if given, ``left_right_relabelled`` (trial name →
+    camera name → detections exchanged); ``final_loss``, the last of ``loss_history``."""
     out: dict[str, Any] = {"trials": {}}
     all_err, all_conf = [], []
-    for i, trial in enumerate(result.trials):
-        err = result.reprojection_errors(i)
+    for trial in trials:
+        err = _reprojection_errors(rig, _markers(model, marker_set, params, trial.coords), trial.capture)
         conf = trial.capture.confidence
         seen = conf > 0
         all_err.append(err[seen])
         all_conf.append(conf[seen])
         per_cam = {}
-        for c, name in enumerate(result.rig.names):
+        for c, name in enumerate(rig.names):
             e = err[c][seen[c]]
             per_cam[name] = {
                 "mean_px": float(np.nanmean(e)) if e.size else None,
@@ -108,11 +114,13 @@ def fit_metrics(result: FitResult) -> dict:
             "median_px": float(np.nanmedian(err[seen])),
             "per_camera": per_cam,
         }
+        if left_right_relabelled is not None:
+            out["trials"][trial.name]["left_right_relabelled"] = dict(left_right_relabelled[trial.name])
     e, c = np.concatenate(all_err), np.concatenate(all_conf)
     out["gc5"] = metrics.gc_d(e, c, 5.0)
     out["sigma_niqr_px"] = metrics.sigma_niqr(e)
     out["median_px"] = float(np.nanmedian(e))
-    out["final_loss"] = float(result.loss_history[-1]) if len(result.loss_history) else None
+    out["final_loss"] = float(loss_history[-1]) if len(loss_history) else None
     return out
 
 
@@ -169,65 +177,8 @@ def truth_metrics(
     return out
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (jax.Array, np.ndarray)):
-        return _jsonable(np.asarray(x).tolist())
-    return x
-
-
-def save(result: FitResult, folder: str | os.PathLike, truth: dict | None = None) -> Path:
-    """See :meth:`FitResult.save`."""
-    # Converters sit above the core; they are imported only to write files.
-    from converters import mot, osim, trc
-    from mjx_biomech.analysis import plots
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model = result.model
-    rotational = [m == "rotational" for m in model.coordinate_motion]
-    files: dict[str, Any] = {"trials": {}}
-    for i, trial in enumerate(result.trials):
-        stem = _safe_stem(trial.name)
-        mot_path = mot.write_mot(folder / f"{stem}.mot", trial.times, model.coordinate_names, trial.coords, rotational, name=stem)
-        trc_path = trc.write_trc(
-            folder / f"{stem}_markers.trc", trial.times, model.marker_names(result.marker_set), result.markers(i),
-            z_up_input=True, data_rate=trial.capture.fps,
-        )
-        files["trials"][trial.name] = {"mot": mot_path.name, "trc": trc_path.name}
-    files["model_mjcf"] = model.to_mjcf(result.params, folder / "model_scaled.xml").name
-    osim_note = None
-    try:
-        files["model_osim"] = osim.export(model, result.params, folder / "model_scaled.osim").name
-    except (NotImplementedError, InputError, ValueError, KeyError, ImportError) as e:
-        osim_note = f"model_scaled.osim not written: converters.osim.export does not support this model ({type(e).__name__}: {e})"
-    files["calibration"] = result.rig.to_toml(folder / "calibration_refined.toml").name
-    files["plots"] = [p.name for p in plots.save_all(result, folder / "plots")]
-    report = {
-        "model": str(getattr(model, "source", "")),
-        "marker_set": result.marker_set,
-        "scale_params": dict(zip(model.scale_param_names, map(float, np.asarray(result.params.scales)))),
-        "settings": result.settings,
-        "metrics": result.metrics,
-        "files": files,
-    }
-    if truth is not None:
-        report["truth"] = truth
-        report.update({k: v for k, v in truth.items() if not isinstance(v, dict)})
-    report["gc5"] = result.metrics.get("gc5")
-    if osim_note:
-        report["notes"] = [osim_note]
-    write_text_atomic(folder / "report.json", json.dumps(_jsonable(report), indent=2))
-    return folder
-
-
-def _safe_stem(name: str) -> str:
+def file_stem(name: str, index: int = 0) -> str:
+    """A trial's name as a file-name stem (letters, digits, ``-_.``; other characters -> ``_``);
+    ``trial<index + 1>`` when nothing is left."""
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("._")
-    return stem or "trial"
+    return stem or f"trial{index + 1}"

@@ -21,25 +21,37 @@ both continue as the straight line with the end slope.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 
+from mjx_biomech.errors import InputError
+
 Function = Callable[[Any], Any]
 
 
-class UnsupportedFunctionError(ValueError):
+class UnsupportedFunctionError(InputError):
     """A function dict whose type this module does not evaluate."""
 
 
+def _numbers(x, kind: str, key: str) -> np.ndarray:
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{kind}: {key!r} must be numbers, got {x!r}") from e
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{kind}: {key!r} must be finite numbers, got {a.tolist()}")
+    return a
+
+
 def _knots(x, y, kind: str, minimum: int) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
+    x = _numbers(x, kind, "x")
+    y = _numbers(y, kind, "y")
     if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"{kind} needs x and y of equal length, got {x.shape} and {y.shape}")
+        raise InputError(f"{kind} needs x and y of equal length, got {x.shape} and {y.shape}")
     if x.size < minimum or np.any(np.diff(x) <= 0):
-        raise ValueError(f"{kind} needs at least {minimum} strictly increasing x values, got {x.tolist()}")
+        raise InputError(f"{kind} needs at least {minimum} strictly increasing x values, got {x.tolist()}")
     return x, y
 
 
@@ -113,20 +125,38 @@ def _simm_spline(x, y, xp):
     return f
 
 
-def build(fn: dict, xp=jnp) -> Function:
+def build(fn: Mapping, xp=jnp) -> Function:
     """Return a JAX-traceable function ``f(x)``, elementwise, for the function dict ``fn``.
 
     ``xp=numpy`` gives the same function on NumPy arrays, for fast evaluation outside JAX.
+    Raises :class:`~mjx_biomech.InputError` naming the type and the key when ``fn`` is malformed.
     """
+    if not isinstance(fn, Mapping):
+        raise InputError(f"coordinate function: expected a dict with a 'type' key, got {fn!r}")
     kind = fn.get("type")
+
+    def field(key: str):
+        if key not in fn:
+            raise InputError(f"{kind}: missing key {key!r} in {fn!r}")
+        return fn[key]
+
+    def number(key: str) -> float:
+        a = _numbers(field(key), kind, key)
+        if a.shape != ():
+            raise InputError(f"{kind}: {key!r} must be one number, got {fn[key]!r}")
+        return float(a)
+
     if kind == "constant":
-        value = float(fn["value"])
+        value = number("value")
         return lambda t: xp.zeros_like(t) + value
     if kind == "linear":
-        a, b = float(fn["slope"]), float(fn["intercept"])
+        a, b = number("slope"), number("intercept")
         return lambda t: a * t + b
     if kind == "polynomial":
-        coeffs = [float(c) for c in fn["coefficients"]]
+        coeffs = _numbers(field("coefficients"), kind, "coefficients")
+        if coeffs.ndim != 1 or coeffs.size == 0:
+            raise InputError(f"polynomial: 'coefficients' must be a list of at least one number, got {fn['coefficients']!r}")
+        coeffs = [float(c) for c in coeffs]
 
         def poly(t):
             acc = xp.zeros_like(t) + coeffs[0]
@@ -136,14 +166,14 @@ def build(fn: dict, xp=jnp) -> Function:
 
         return poly
     if kind == "piecewise_linear":
-        return _piecewise_linear(fn["x"], fn["y"], xp)
+        return _piecewise_linear(field("x"), field("y"), xp)
     if kind in ("simm_spline", "natural_cubic_spline"):
-        return _simm_spline(fn["x"], fn["y"], xp)
+        return _simm_spline(field("x"), field("y"), xp)
     if kind == "multiplier":
-        k = float(fn["scale"])
-        inner = build(fn["function"], xp)
+        k = number("scale")
+        inner = build(field("function"), xp)
         return lambda t: k * inner(t)
     if kind == "composite":
-        outer, inner = build(fn["outer"], xp), build(fn["inner"], xp)
+        outer, inner = build(field("outer"), xp), build(field("inner"), xp)
         return lambda t: outer(inner(t))
     raise UnsupportedFunctionError(f"unsupported coordinate function type {kind!r} in {fn!r}")

@@ -3,8 +3,8 @@
 The tree walk follows MuJoCo's ``mj_kinematics`` (body offset, then each joint of the body in
 order: slides translate along the current frame's axis, hinges and balls rotate about their
 anchor, free joints set the pose), specialised at trace time to the model's joint types so the
-compiled program is a short chain of 3x3 products. Positions inside a body scale with that
-body's scale vector: a child's ``body_pos`` and every ``jnt_pos``/``site_pos`` of the body.
+compiled program is a short chain of 3x3 products. The scaled ``body_pos``, ``jnt_pos`` and
+``site_pos`` it walks come from the scaling rule (:func:`mjx_biomech.body.scaling.scaled_positions`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import numpy as np
 from jax import Array
 
 from mjx_biomech.body.rotations import axis_angle_to_mat, quat_to_mat
+from mjx_biomech.body.scaling import scaled_positions
 
 
 @dataclass(frozen=True)
 class _Joint:
+    index: int
     kind: int
     qposadr: int
     axis: np.ndarray
@@ -65,6 +67,7 @@ class KinematicTree:
                 adr = m.jnt_qposadr[j]
                 joints.append(
                     _Joint(
+                        index=int(j),
                         kind=int(m.jnt_type[j]),
                         qposadr=int(adr),
                         axis=np.array(m.jnt_axis[j], dtype=float),
@@ -85,7 +88,7 @@ class KinematicTree:
             )
         self.bodies = tuple(bodies)
         self.site_body = np.array(m.site_bodyid, dtype=int)
-        self.site_pos = np.array(m.site_pos, dtype=float)
+        self.model = m
 
     def forward(self, qpos: Array, body_scale: Array, site_offsets: Array | None = None, sites=None) -> Kinematics:
         """Walk the tree.
@@ -97,11 +100,12 @@ class KinematicTree:
             sites: optional index array selecting the sites to return (default: all).
         """
         dtype = jnp.result_type(qpos.dtype, body_scale.dtype)
+        scaled = scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"))
         xpos = [jnp.zeros(3, dtype)] * self.nbody
         xmat = [jnp.eye(3, dtype=dtype)] * self.nbody
         for body in self.bodies:
             pmat, ppos = xmat[body.parent], xpos[body.parent]
-            pos = ppos + pmat @ (body.pos * body_scale[body.parent]) if body.pos.any() else ppos
+            pos = ppos + pmat @ scaled["body_pos"][body.index] if body.pos.any() else ppos
             mat = pmat if np.allclose(body.rot, np.eye(3), atol=0) else pmat @ body.rot
             for jnt in body.joints:
                 q = qpos[jnt.qposadr]
@@ -116,7 +120,7 @@ class KinematicTree:
                     else:
                         rot = quat_to_mat(qpos[jnt.qposadr : jnt.qposadr + 4])
                     if jnt.anchor.any():
-                        anchor = jnt.anchor * body_scale[body.index]
+                        anchor = scaled["jnt_pos"][jnt.index]
                         xanchor = pos + mat @ anchor
                         mat = mat @ rot
                         pos = xanchor - mat @ anchor
@@ -129,17 +133,14 @@ class KinematicTree:
         site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
         # Sites are transformed body by body (no per-site gather of 3x3 matrices, whose
         # backward pass is a costly scatter), then put back in the requested order.
-        chunks, order = [], []
-        for b in np.unique(self.site_body[site_ids]):
-            ids = site_ids[self.site_body[site_ids] == b]
-            local = self.site_pos[ids] * body_scale[b]
-            if site_offsets is not None:
-                local = local + site_offsets[ids]
-            chunks.append(xpos[b] + local @ xmat[b].T)
-            order.append(np.flatnonzero(self.site_body[site_ids] == b))
+        # One gather puts each body's sites next to each other; the chunks are then slices.
+        by_body = np.argsort(self.site_body[site_ids], kind="stable")
+        local = scaled["site_pos"][site_ids[by_body]]
+        bodies, starts = np.unique(self.site_body[site_ids[by_body]], return_index=True)
+        ends = np.append(starts[1:], len(by_body))
+        chunks = [xpos[b] + local[i:j] @ xmat[b].T for b, i, j in zip(bodies, starts, ends)]
         if chunks:
-            inverse = np.argsort(np.concatenate(order))
-            site_xpos = jnp.concatenate(chunks)[inverse]
+            site_xpos = jnp.concatenate(chunks)[np.argsort(by_body)]
         else:
             site_xpos = jnp.zeros((0, 3), dtype)
         return Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos)

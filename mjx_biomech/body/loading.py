@@ -44,12 +44,15 @@ def _compile(spec: mujoco.MjSpec, source: str) -> mujoco.MjModel:
         raise InputError(f"{source}: MuJoCo could not compile the model: {e}") from e
 
 
-def _from_spec(spec: mujoco.MjSpec, source: str) -> BiomechModel:
+def _metadata(source_model: mujoco.MjSpec | mujoco.MjModel, source: str) -> dict | None:
     try:
-        meta = read_metadata(spec)
+        return read_metadata(source_model)
     except json.JSONDecodeError as e:
         raise InputError(f"{source}: <custom><text name={METADATA_NAME!r}> is not valid JSON: {e}") from e
-    return BiomechModel(spec, _compile(spec, source), source, meta)
+
+
+def _from_spec(spec: mujoco.MjSpec, source: str) -> BiomechModel:
+    return BiomechModel.from_mujoco(spec, _compile(spec, source), source, _metadata(spec, source))
 
 
 def _from_myo_sim(source: str) -> BiomechModel:
@@ -98,7 +101,7 @@ def load_model(source: Any = None) -> BiomechModel:
     if isinstance(source, mujoco.MjSpec):
         return _from_spec(source.copy(), "<MjSpec>")
     if isinstance(source, mujoco.MjModel):
-        return BiomechModel(None, source, "<MjModel>", read_metadata(source))
+        return BiomechModel.from_mujoco(None, source, "<MjModel>", _metadata(source, "<MjModel>"))
     if isinstance(source, str) and source.startswith("myo_sim:"):
         return _from_myo_sim(source)
     if isinstance(source, (str, os.PathLike)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax.numpy as jnp
 from jax import Array
@@ -21,7 +23,8 @@ class BodyParams(eqx.Module):
     offsets: Array
 
     def replace(self, **changes) -> "BodyParams":
-        return BodyParams(**{"scales": self.scales, "offsets": self.offsets, **changes})
+        """A copy with the named fields changed, e.g. ``params.replace(scales=s)``."""
+        return dataclasses.replace(self, **changes)
 
     @staticmethod
     def identity(num_scales: int, num_sites: int, dtype=None) -> "BodyParams":

@@ -1,364 +1,328 @@
-"""Static and dynamic scaling of a body model.
+"""Static and dynamic scaling of a body model: one rule, three consumers.
 
-Static: the model's ``MjSpec`` is copied and every length inside a body is multiplied by that
-body's scale vector (positions of child bodies, frames, joints, sites, geoms, cameras and
-lights; geom and site sizes; mesh scales; equality anchors; translational joint-coupling
-polynomials), and mass properties are set explicitly from the compiled model: mass by
-``s_x s_y s_z``, and the second moment of the mass distribution ``C' = det(S) S C S`` so
-inertias follow ``s^5`` for isotropic scales. MuJoCo then compiles the person's own model, so
-every derived constant is MuJoCo's. Muscle and tendon length ranges are rescaled by the ratio
-of each actuator's (tendon's) reference length after and before scaling.
+The rule, :func:`scaled_fields`, maps the fields of the unscaled compiled ``MjModel``, each
+body's scale vector (in the body's frame) and each site's offset to the person's fields. It is
+written with an array namespace ``xp``: NumPy evaluates it for the static models, ``jax.numpy``
+on traced parameters for MJX and for :class:`~mjx_biomech.body.kinematics.KinematicTree`.
 
-Dynamic: the same field updates on an ``mjx.Model`` without recompiling (for RL and fitting).
+- Positions inside a body scale with that body's scale vector: a child's ``body_pos`` with its
+  parent's; ``jnt_pos``, ``geom_pos``, ``site_pos`` (then plus the site's offset), ``cam_pos``,
+  ``light_pos`` and ``body_ipos`` with the body's own.
+- Sizes of geoms and sites follow the body scale expressed along the element's own axes (the
+  stretch of each axis): boxes and ellipsoids per axis; capsule and cylinder radii by the mean
+  of the two radial stretches, half-lengths by the axial one, and their axis turns with the
+  stretched body (``geom_quat``); spheres, meshes and the rest by the mean; planes not at all.
+  ``geom_rbound`` and ``geom_aabb`` follow from the scaled sizes as MuJoCo's compiler derives
+  them (for meshes, the unscaled bounds times the axis stretches).
+- Mass by ``s_x s_y s_z``; the second moment of the mass distribution ``C = tr(I)/2 - I``
+  becomes ``C' = det(S) S C S`` (inertias follow ``s^5`` for isotropic scales). This is exact
+  for per-axis scales too: where a body's principal frame is oblique to its axes, ``C'`` is
+  re-diagonalised and ``body_iquat`` turns.
+- Equality data: connect and weld anchors with their bodies; translational joint couplings
+  (polynomial coefficients) with the parent body's scale along the joint axis.
+
+Tendon and actuator length ranges follow the ratio of each reference length after and before
+scaling (:func:`scaled_length_ranges`), once the scaled model's reference lengths are known.
+
+Consumers: :mod:`~mjx_biomech.body.static_model` writes the values into a copy of the
+``MjSpec`` and MuJoCo compiles it (so every derived constant is MuJoCo's), or into a copy of a
+compiled ``MjModel`` and ``mj_setConst`` derives the constants;
+:mod:`~mjx_biomech.body.mjx_model` replaces them in an ``mjx.Model`` and derives in JAX the
+constants ``mj_setConst`` computes at ``qpos0`` that MJX reads;
+:class:`~mjx_biomech.body.kinematics.KinematicTree` walks the tree with the scaled positions.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from mjx_biomech.body.params import BodyParams
-from mjx_biomech.body.rotations import quat_to_mat_np
-from mjx_biomech.io import atomic_write
+from mjx_biomech.body.rotations import mat_to_quat, quat_between, quat_mul, quats_to_mats_np
 
 if TYPE_CHECKING:
-    from mjx_biomech.body.model import BiomechModel
+    pass
+
+_GEOM = mujoco.mjtGeom
+_BOXES = (int(_GEOM.mjGEOM_BOX), int(_GEOM.mjGEOM_ELLIPSOID))
+_TUBES = (int(_GEOM.mjGEOM_CAPSULE), int(_GEOM.mjGEOM_CYLINDER))
+_PRIMITIVES = (int(_GEOM.mjGEOM_SPHERE), *_TUBES, *_BOXES)
+_PLANE = int(_GEOM.mjGEOM_PLANE)
+
+# Each position field and the body whose scale applies to it.
+_POSITION_OWNERS = {
+    "body_pos": lambda m: m.body_parentid,
+    "body_ipos": lambda m: np.arange(m.nbody),
+    "jnt_pos": lambda m: m.jnt_bodyid,
+    "geom_pos": lambda m: m.geom_bodyid,
+    "site_pos": lambda m: m.site_bodyid,
+    "cam_pos": lambda m: m.cam_bodyid,
+    "light_pos": lambda m: m.light_bodyid,
+}
 
 
-def scaled_inertia(mass: float, inertia: np.ndarray, iquat: np.ndarray, s: np.ndarray):
-    """Mass, full inertia matrix (body frame) after scaling a body's mass distribution by ``s``.
+# ----------------------------------------------------------------------------- the rule
+def scaled_fields(m0: mujoco.MjModel, bscale, offsets=None, xp=np, total_mass=None) -> dict:
+    """The person's ``MjModel`` fields, by the rule of this module.
 
     Args:
-        mass: kg. inertia: (3,) principal moments. iquat: (4,) principal frame in the body frame.
-        s: (3,) scale along the body axes.
+        m0: the unscaled compiled model.
+        bscale: (nbody, 3) each body's scale vector in its own frame (row 0, the world, is 1).
+        offsets: (nsite, 3) metres in the body frame, added to ``site_pos`` after scaling; None for 0.
+        xp: ``numpy`` or ``jax.numpy`` (traceable in ``bscale``, ``offsets``).
+        total_mass: kg; when given, every mass and inertia is rescaled after geometric scaling
+            so the masses sum to it.
     Returns:
-        (mass', (3, 3) inertia about the centre of mass, body-frame axes).
+        field name -> array of the ``MjModel`` field's shape: ``body_pos``, ``body_ipos``,
+        ``jnt_pos``, ``geom_pos``, ``site_pos``, ``cam_pos``, ``light_pos`` (m); ``geom_size``,
+        ``geom_quat``, ``geom_rbound``, ``geom_aabb``, ``site_size``; ``body_mass`` (kg),
+        ``body_inertia`` (kg m², principal moments), ``body_iquat``; ``eq_data``.
     """
-    r = quat_to_mat_np(iquat)
-    inertia_body = r @ np.diag(inertia) @ r.T
-    second_moment = 0.5 * np.trace(inertia_body) * np.eye(3) - inertia_body
-    det = float(np.prod(s))
-    scaled_moment = det * (np.diag(s) @ second_moment @ np.diag(s))
-    return mass * det, np.trace(scaled_moment) * np.eye(3) - scaled_moment
-
-
-def principal_inertia(inertia: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Principal moments (3,) and the quaternion of their axes for a (3, 3) inertia matrix.
-
-    Rod-like bodies sit exactly on the triangle inequality; the eigen-decomposition's round-off
-    must not push them across it, or MuJoCo's compiler would "balance" them into a sphere.
-    """
-    moments, axes = np.linalg.eigh(inertia)
-    if np.linalg.det(axes) < 0:
-        axes[:, 0] = -axes[:, 0]
-    moments[2] = min(moments[2], moments[0] + moments[1])
-    quat = np.zeros(4)
-    mujoco.mju_mat2Quat(quat, axes.reshape(-1))
-    return moments, quat
-
-
-def _axis_scales(quat, s: np.ndarray) -> np.ndarray:
-    """(3,) how much each axis of a frame (orientation ``quat`` in the body) stretches under ``s``."""
-    return np.linalg.norm(s[:, None] * quat_to_mat_np(quat), axis=0)
-
-
-def _size_scale(s: np.ndarray) -> float:
-    return float(np.mean(s))
-
-
-def _geom_size(gtype, size: np.ndarray, s_geom: np.ndarray) -> np.ndarray:
-    """Scale a geom's size given the body scale expressed along the geom's own axes."""
-    size = np.array(size, float)
-    if gtype in (mujoco.mjtGeom.mjGEOM_BOX, mujoco.mjtGeom.mjGEOM_ELLIPSOID):
-        return size * s_geom
-    if gtype in (mujoco.mjtGeom.mjGEOM_CAPSULE, mujoco.mjtGeom.mjGEOM_CYLINDER):
-        size[0] *= 0.5 * (s_geom[0] + s_geom[1])
-        size[1] *= s_geom[2]
-        return size
-    if gtype == mujoco.mjtGeom.mjGEOM_PLANE:
-        return size
-    return size * _size_scale(s_geom)
-
-
-def scaled_mass_properties(m0: mujoco.MjModel, bscale: np.ndarray, total_mass: float | None = None) -> dict:
-    """Body id -> (mass, principal moments, iquat, ipos) of every massive body after scaling.
-
-    ``total_mass`` (kg), when given, rescales every mass and inertia after geometric scaling.
-    """
-    scaled = {
-        b: (*scaled_inertia(m0.body_mass[b], m0.body_inertia[b], m0.body_iquat[b], bscale[b]), m0.body_ipos[b] * bscale[b])
-        for b in range(1, m0.nbody)
-        if m0.body_mass[b] > 0
-    }
-    factor = 1.0 if total_mass is None else total_mass / sum(v[0] for v in scaled.values())
-    out = {}
-    for b, (mass, inertia, ipos) in scaled.items():
-        moments, quat = principal_inertia(inertia * factor)
-        out[b] = (mass * factor, moments, quat, ipos)
+    out = scaled_positions(m0, bscale, offsets, xp)
+    out.update(_scaled_geoms(m0, bscale, xp))
+    site_axes = axis_scales(m0.site_quat, bscale[np.asarray(m0.site_bodyid)], xp)
+    out["site_size"] = _scaled_sizes(m0.site_type, m0.site_size, site_axes, xp)
+    out.update(scaled_mass_properties(m0, bscale, xp, total_mass))
+    out["eq_data"] = scaled_equality_data(m0, bscale, xp)
     return out
 
 
-def scaled_equality_data(m0: mujoco.MjModel, e: int, data: np.ndarray, bscale: np.ndarray) -> np.ndarray:
-    """Equality ``e``'s data with anchors (connect, weld) and translational couplings scaled."""
-    data = np.array(data, float)
-    kind, obj1, obj2 = int(m0.eq_type[e]), m0.eq_obj1id[e], m0.eq_obj2id[e]
-    if kind == int(mujoco.mjtEq.mjEQ_CONNECT):
-        data[0:3] *= bscale[obj1]
-        data[3:6] *= bscale[obj2]
-    elif kind == int(mujoco.mjtEq.mjEQ_WELD):
-        data[0:3] *= bscale[obj2]
-        data[3:6] *= bscale[obj1]
-    elif kind == int(mujoco.mjtEq.mjEQ_JOINT) and int(m0.jnt_type[obj1]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
-        body = m0.jnt_bodyid[obj1]
-        axis = quat_to_mat_np(m0.body_quat[body]) @ m0.jnt_axis[obj1]
-        data[0:5] *= np.linalg.norm(bscale[m0.body_parentid[body]] * axis)
-    return data
+def scaled_positions(m0: mujoco.MjModel, bscale, offsets=None, xp=np, names=tuple(_POSITION_OWNERS)) -> dict:
+    """The position fields ``names`` (metres, in their body's frame) of :func:`scaled_fields`."""
+    out = {}
+    for name in names:
+        owner = np.asarray(_POSITION_OWNERS[name](m0))
+        out[name] = np.asarray(getattr(m0, name)) * bscale[owner]
+    if offsets is not None and "site_pos" in out:
+        out["site_pos"] = out["site_pos"] + offsets
+    return out
 
 
-def scaled_spec(model: "BiomechModel", params: BodyParams, total_mass: float | None = None) -> mujoco.MjSpec:
-    """A copy of the model's ``MjSpec`` with this person's geometry and mass properties."""
-    if model.spec is None:
-        raise ValueError(
-            f"{model.source}: this model was loaded from a compiled MjModel, which keeps no MjSpec; "
-            "load it from its MJCF path, an MjSpec or 'myo_sim:<name>' to build a statically scaled model"
-        )
-    model.check_params(params)
-    m0 = model.mj_model
-    bscale = np.asarray(model.body_scales(params), dtype=float)
-    offsets = np.asarray(params.offsets, dtype=float)
-    spec = model.spec.copy()
-    spec.compile()  # assigns element ids, matching the compiled model's indices
+def _assemble(n: int, parts, xp):
+    """Rows computed for disjoint index sets ``parts`` ((indices, rows) pairs) put in order 0..n-1.
 
-    def owner_scale(element) -> np.ndarray:
-        parent = element.parent
-        return bscale[parent.id] if parent is not None else np.ones(3)
-
-    for body in spec.bodies[1:]:
-        body.pos = np.asarray(body.pos) * owner_scale(body)
-    for frame in spec.frames:
-        frame.pos = np.asarray(frame.pos) * owner_scale(frame)
-    for joint in spec.joints:
-        joint.pos = np.asarray(joint.pos) * owner_scale(joint)
-    for site in spec.sites:
-        s = owner_scale(site)
-        site.pos = np.asarray(site.pos) * s + offsets[site.id]
-        site.size = np.asarray(site.size) * _size_scale(s)
-        if not np.isnan(site.fromto[0]):
-            raise ValueError(f"{model.source}: site {site.name!r} uses fromto; scaling needs pos/quat sites")
-    for cam in spec.cameras:
-        cam.pos = np.asarray(cam.pos) * owner_scale(cam)
-    for light in spec.lights:
-        light.pos = np.asarray(light.pos) * owner_scale(light)
-
-    mesh_scales: dict[str, dict[tuple, list]] = {}
-    for geom in spec.geoms:
-        s = owner_scale(geom)
-        gid = geom.id
-        if not np.isnan(geom.fromto[0]):
-            geom.fromto = np.asarray(geom.fromto) * np.tile(s, 2)
-            geom.size = _geom_size(geom.type, geom.size, _axis_scales(m0.geom_quat[gid], s))
-        else:
-            geom.pos = np.asarray(geom.pos) * s
-            s_geom = _axis_scales(m0.geom_quat[gid], s)
-            if geom.type == mujoco.mjtGeom.mjGEOM_MESH:
-                mesh_scales.setdefault(geom.meshname, {}).setdefault(tuple(s), []).append(geom)
-            else:
-                geom.size = _geom_size(geom.type, geom.size, s_geom)
-        if geom.mass > 0:
-            geom.mass = geom.mass * float(np.prod(s))
-
-    _scale_meshes(spec, mesh_scales)
-
-    properties = scaled_mass_properties(m0, bscale, total_mass)
-    for body in spec.bodies[1:]:
-        if body.id not in properties:
-            continue
-        body.explicitinertial = True
-        body.mass, body.inertia, body.iquat, body.ipos = properties[body.id]
-        body.fullinertia = [np.nan, 0.0, 0.0, 0.0, 0.0, 0.0]
-    spec.compiler.inertiafromgeom = mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_AUTO
-
-    for eq in spec.equalities:
-        eq.data = scaled_equality_data(m0, eq.id, eq.data, bscale)
-
-    scaled = spec.compile()
-    _rescale_lengths(spec, m0, scaled)
-    return spec
-
-
-def _scale_meshes(spec: mujoco.MjSpec, mesh_scales: dict[str, dict[tuple, list]]) -> None:
-    by_name = {mesh.name: mesh for mesh in spec.meshes}
-    for name, scales in mesh_scales.items():
-        mesh = by_name[name]
-        if len(scales) == 1:
-            (s,) = scales
-            mesh.scale = np.asarray(mesh.scale) * np.array(s)
-            continue
-        # A mesh shared by bodies of different scales gets one copy per scale.
-        for k, (s, geoms) in enumerate(scales.items()):
-            copy = spec.add_mesh()
-            copy.name = f"{name}__scaled{k}"
-            copy.file = mesh.file
-            copy.content_type = mesh.content_type
-            copy.refpos = mesh.refpos
-            copy.refquat = mesh.refquat
-            copy.inertia = mesh.inertia
-            copy.smoothnormal = mesh.smoothnormal
-            copy.maxhullvert = mesh.maxhullvert
-            copy.uservert = mesh.uservert
-            copy.userface = mesh.userface
-            copy.usernormal = mesh.usernormal
-            copy.scale = np.asarray(mesh.scale) * np.array(s)
-            for geom in geoms:
-                geom.meshname = copy.name
-
-
-def _rescale_lengths(spec: mujoco.MjSpec, m0: mujoco.MjModel, scaled: mujoco.MjModel) -> None:
-    """Tendon and actuator length ranges follow each path's change in reference length."""
-    for tendon in spec.tendons:
-        t = tendon.id
-        ratio = scaled.tendon_length0[t] / m0.tendon_length0[t] if m0.tendon_length0[t] > 0 else 1.0
-        if tendon.range[1] > tendon.range[0]:
-            tendon.range = np.asarray(tendon.range) * ratio
-        if np.all(np.asarray(tendon.springlength) >= 0):
-            tendon.springlength = np.asarray(tendon.springlength) * ratio
-    for act in spec.actuators:
-        a = act.id
-        if m0.actuator_length0[a] > 0 and np.any(np.asarray(act.lengthrange) != 0):
-            act.lengthrange = np.asarray(act.lengthrange) * (scaled.actuator_length0[a] / m0.actuator_length0[a])
-
-
-def write_scaled_mjcf(model: "BiomechModel", params: BodyParams, path, total_mass: float | None = None) -> Path:
-    """Write the statically scaled model's MJCF atomically, meshes referenced by absolute path."""
-    spec = scaled_spec(model, params, total_mass)
-    spec.compile()
-    for body in spec.bodies[1:]:
-        # The XML writer keeps 6 significant digits; rounding must not push a rod-like body's
-        # principal moments across the triangle inequality, which MuJoCo refuses to load.
-        moments = np.sort(np.asarray(body.inertia, dtype=float))
-        if body.explicitinertial and moments[2] > (moments[0] + moments[1]) * (1 - 2e-5):
-            limit = (moments[0] + moments[1]) * (1 - 2e-5)
-            body.inertia = np.minimum(np.asarray(body.inertia, dtype=float), limit)
-    if spec.meshdir and model.source and os.path.exists(model.source):
-        spec.meshdir = str((Path(model.source).parent / spec.meshdir).resolve())
-    xml = _name_anonymous_defaults(spec.to_xml())
-    with atomic_write(path) as f:
-        f.write(xml)
-    return Path(path)
-
-
-def _name_anonymous_defaults(xml: str) -> str:
-    """Give nested unnamed ``<default>`` classes a name.
-
-    Specs attached with an empty prefix (MyoSuite's myo_sim models) keep an unnamed default
-    class, which MuJoCo writes but will not read back; a unique name changes nothing else,
-    since no element can refer to a class without a name.
+    Each kind of element gets its own formula on its own rows, with no ``where`` across kinds
+    (whose gradient would carry the NaNs of formulas evaluated on the wrong kind).
     """
-    import re
-
-    out, depth, count, last = [], 0, 0, 0
-    for tag in re.finditer(r"<(/?)default\b([^>]*?)(/?)>", xml):
-        closing, attrs, self_closing = tag.group(1), tag.group(2), tag.group(3)
-        if closing:
-            depth -= 1
-            continue
-        if depth > 0 and "class=" not in attrs:
-            out.append(xml[last : tag.start()])
-            out.append(f'<default class="mjx_biomech_unnamed{count}"{attrs}{self_closing}>')
-            last = tag.end()
-            count += 1
-        if not self_closing:
-            depth += 1
-    out.append(xml[last:])
-    return "".join(out)
+    nonempty = [(np.asarray(i), v) for i, v in parts if len(i)]
+    if not nonempty:
+        return parts[0][1]
+    parts = nonempty
+    index = np.concatenate([i for i, _ in parts])
+    assert len(index) == n and np.array_equal(np.sort(index), np.arange(n))
+    return xp.concatenate([v for _, v in parts])[np.argsort(index)]
 
 
-def scaled_mjx_model(model: "BiomechModel", params: BodyParams):
-    """An ``mjx.Model`` whose geometry and mass properties are this person's (traceable in params).
+def axis_scales(quats, s, xp):
+    """(N, 3) how much each axis of N frames (orientation ``quats`` in the body) stretches under ``s`` (N, 3)."""
+    rot = quats_to_mats_np(quats)
+    return xp.sqrt(xp.sum((s[:, :, None] * rot) ** 2, axis=1))
 
-    Derived constants MuJoCo computes at compile time (``body_subtreemass``, ``dof_invweight0``,
-    ``actuator_length0``, ...) keep their unscaled values; use :meth:`BiomechModel.to_mujoco`
-    where those matter.
+
+def _scaled_sizes(types, size, axes, xp):
+    """Sizes (N, 3) of geoms or sites of MuJoCo ``types`` (N,) given their axis stretches (N, 3)."""
+    types = np.asarray(types)
+    size = np.asarray(size)
+    kinds = {
+        "boxes": np.flatnonzero(np.isin(types, _BOXES)),
+        "tubes": np.flatnonzero(np.isin(types, _TUBES)),
+        "planes": np.flatnonzero(types == _PLANE),
+    }
+    rest = np.setdiff1d(np.arange(len(types)), np.concatenate(list(kinds.values())))
+    tubes = axes[kinds["tubes"]]
+    radial = 0.5 * (tubes[:, :1] + tubes[:, 1:2])
+    return _assemble(len(types), [
+        (kinds["boxes"], size[kinds["boxes"]] * axes[kinds["boxes"]]),
+        (kinds["tubes"], size[kinds["tubes"]] * xp.concatenate([radial, tubes[:, 2:], xp.ones_like(radial)], axis=1)),
+        (kinds["planes"], xp.asarray(size[kinds["planes"]], dtype=axes.dtype)),
+        (rest, size[rest] * xp.mean(axes[rest], axis=1, keepdims=True)),
+    ], xp)
+
+
+def _scaled_geoms(m0: mujoco.MjModel, bscale, xp) -> dict:
+    """``geom_size``, ``geom_quat``, ``geom_rbound`` and ``geom_aabb`` of :func:`scaled_fields`."""
+    types = np.asarray(m0.geom_type)
+    s = bscale[np.asarray(m0.geom_bodyid)]
+    axes = axis_scales(m0.geom_quat, s, xp)
+    size = _scaled_sizes(types, m0.geom_size, axes, xp)
+
+    # A capsule's or cylinder's axis is a direction in its body: it turns where the body is
+    # stretched unevenly (the pose MuJoCo's compiler gives a scaled ``fromto``).
+    tubes = np.flatnonzero(np.isin(types, _TUBES))
+    others = np.setdiff1d(np.arange(len(types)), tubes)
+    quat0 = np.asarray(m0.geom_quat)
+    axis = quats_to_mats_np(quat0[tubes])[:, :, 2]
+    stretched = s[tubes] * axis
+    stretched = stretched / xp.sqrt(xp.sum(stretched**2, axis=1, keepdims=True))
+    quat = _assemble(len(types), [
+        (tubes, quat_mul(quat_between(axis, stretched, xp), quat0[tubes], xp)),
+        (others, xp.asarray(quat0[others], dtype=bscale.dtype)),
+    ], xp)
+
+    # Bounding sphere and box, as the compiler derives them from the sizes.
+    rbound0, aabb0 = np.asarray(m0.geom_rbound), np.asarray(m0.geom_aabb)
+    kind = {t: np.flatnonzero(types == t) for t in _PRIMITIVES}
+    planes = np.flatnonzero(types == _PLANE)
+    rest = np.setdiff1d(np.arange(len(types)), np.concatenate([*kind.values(), planes]))
+    sz = {t: size[i] for t, i in kind.items()}
+    sphere, capsule, cylinder = sz[int(_GEOM.mjGEOM_SPHERE)], sz[int(_GEOM.mjGEOM_CAPSULE)], sz[int(_GEOM.mjGEOM_CYLINDER)]
+    box, ellipsoid = sz[int(_GEOM.mjGEOM_BOX)], sz[int(_GEOM.mjGEOM_ELLIPSOID)]
+    rbound = _assemble(len(types), [
+        (kind[int(_GEOM.mjGEOM_SPHERE)], sphere[:, 0]),
+        (kind[int(_GEOM.mjGEOM_CAPSULE)], capsule[:, 0] + capsule[:, 1]),
+        (kind[int(_GEOM.mjGEOM_CYLINDER)], xp.sqrt(cylinder[:, 0] ** 2 + cylinder[:, 1] ** 2)),
+        (kind[int(_GEOM.mjGEOM_ELLIPSOID)], xp.max(ellipsoid, axis=1)),
+        (kind[int(_GEOM.mjGEOM_BOX)], xp.sqrt(xp.sum(box**2, axis=1))),
+        (planes, xp.asarray(rbound0[planes], dtype=bscale.dtype)),
+        (rest, rbound0[rest] * xp.max(axes[rest], axis=1)),
+    ], xp)
+
+    def centred(*half):
+        """aabb rows of primitives: centre 0, then the half extents."""
+        return xp.concatenate([xp.zeros((half[0].shape[0], 3), dtype=half[0].dtype), *half], axis=1)
+
+    half = [
+        (kind[int(_GEOM.mjGEOM_SPHERE)], centred(sphere[:, :1], sphere[:, :1], sphere[:, :1])),
+        (kind[int(_GEOM.mjGEOM_CAPSULE)], centred(capsule[:, :1], capsule[:, :1], capsule[:, :1] + capsule[:, 1:2])),
+        (kind[int(_GEOM.mjGEOM_CYLINDER)], centred(cylinder[:, :1], cylinder[:, :1], cylinder[:, 1:2])),
+        (kind[int(_GEOM.mjGEOM_ELLIPSOID)], centred(ellipsoid)),
+        (kind[int(_GEOM.mjGEOM_BOX)], centred(box)),
+        (planes, xp.asarray(aabb0[planes], dtype=bscale.dtype)),
+        (rest, aabb0[rest] * xp.concatenate([axes[rest], axes[rest]], axis=1)),
+    ]
+    return {"geom_size": size, "geom_quat": quat, "geom_rbound": rbound, "geom_aabb": _assemble(len(types), half, xp)}
+
+
+@jax.custom_jvp
+def _eigh(a):
+    w, v = jnp.linalg.eigh(a)
+    return w, v
+
+
+@_eigh.defjvp
+def _eigh_jvp(primals, tangents):
+    """``jnp.linalg.eigh``'s derivative with the eigenvector terms of equal eigenvalues dropped.
+
+    Where two eigenvalues coincide their eigenvectors are not differentiable and JAX's rule
+    divides by 0 (NaN). Dropping those terms keeps the gradient finite. It is exact wherever the
+    eigenvalues differ, and where they coincide for perturbations that keep them equal (an
+    isotropic scale); for per-axis perturbations that split them, the part of the derivative
+    that would turn the frame within their plane is lost (no decomposition is differentiable there).
     """
-    from mujoco import mjx
-
-    m0 = model.mj_model
-    mx = mjx.put_model(m0)
-    bscale = model.body_scales(params)
-    parent = np.asarray(m0.body_parentid)
-    det = jnp.prod(bscale, axis=-1)
-    # Principal moments follow the second moment along each principal axis (exact for isotropic scales).
-    iq = np.stack([quat_to_mat_np(q) for q in m0.body_iquat])
-    s_principal = jnp.abs(jnp.einsum("bji,bj->bi", iq, bscale))
-    c = 0.5 * jnp.sum(m0.body_inertia, axis=-1, keepdims=True) - m0.body_inertia
-    c = det[:, None] * s_principal**2 * c
-    inertia = jnp.sum(c, axis=-1, keepdims=True) - c
-    geom_scale = bscale[np.asarray(m0.geom_bodyid)]
-    size = jnp.asarray(m0.geom_size) * jnp.mean(geom_scale, axis=-1, keepdims=True)
-    size = jnp.where((np.asarray(m0.geom_type) == int(mujoco.mjtGeom.mjGEOM_PLANE))[:, None], m0.geom_size, size)
-    return mx.replace(
-        body_pos=jnp.asarray(m0.body_pos) * bscale[parent],
-        body_ipos=jnp.asarray(m0.body_ipos) * bscale,
-        body_mass=jnp.asarray(m0.body_mass) * det,
-        body_inertia=inertia,
-        jnt_pos=jnp.asarray(m0.jnt_pos) * bscale[np.asarray(m0.jnt_bodyid)],
-        geom_pos=jnp.asarray(m0.geom_pos) * geom_scale,
-        geom_size=size,
-        site_pos=jnp.asarray(m0.site_pos) * bscale[np.asarray(m0.site_bodyid)] + params.offsets,
-    )
+    (a,), (da,) = primals, tangents
+    w, v = _eigh(a)
+    vt_da_v = jnp.swapaxes(v, -1, -2) @ (0.5 * (da + jnp.swapaxes(da, -1, -2))) @ v
+    gap = w[..., None, :] - w[..., :, None]
+    distinct = jnp.abs(gap) > 1e-12 * jnp.max(jnp.abs(w), axis=-1, keepdims=True)[..., None] + 1e-300
+    f = jnp.where(distinct, 1.0 / jnp.where(distinct, gap, 1.0), 0.0)
+    return (w, v), (jnp.diagonal(vt_da_v, axis1=-2, axis2=-1), v @ (f * vt_da_v))
 
 
-def scaled_compiled_model(model: "BiomechModel", params: BodyParams, total_mass: float | None = None) -> mujoco.MjModel:
-    """The same person as :func:`scaled_spec`, by editing a copy of a compiled ``MjModel``.
+def scaled_mass_properties(m0: mujoco.MjModel, bscale, xp=np, total_mass=None) -> dict:
+    """``body_mass``, ``body_inertia``, ``body_iquat`` and ``body_ipos`` of :func:`scaled_fields`.
 
-    For models given as an ``MjModel`` (which keeps no ``MjSpec``, e.g. ``myo_sim.load(name)[0]``).
-    Fields are scaled by the rules of :func:`scaled_spec`; then ``mj_setConst`` recomputes the
-    constants MuJoCo derives from them. Mesh vertices are rescaled where all geoms using a mesh
-    share one scale.
+    The scaled second moment in the old principal frame ``R`` is ``det(S) T diag(c) T`` with
+    ``T = R^T S R``. Where ``R`` is a signed permutation of the body axes (the usual case) ``T``
+    is diagonal and the frame is kept; elsewhere the matrix is diagonalised (in JAX with a
+    gradient that stays finite where two moments coincide, see :func:`_eigh_jvp`).
     """
-    import copy
+    det = xp.prod(bscale, axis=1)
+    mass = np.asarray(m0.body_mass) * det
+    inertia0 = np.asarray(m0.body_inertia)
+    moment0 = 0.5 * inertia0.sum(axis=1, keepdims=True) - inertia0  # second moments along the principal axes
+    quat0 = np.asarray(m0.body_iquat)
+    rot0 = quats_to_mats_np(quat0)
+    aligned = np.all(np.abs(rot0).max(axis=1) > 1 - 1e-12, axis=1)
+    a, o = np.flatnonzero(aligned), np.flatnonzero(~aligned)
 
-    model.check_params(params)
-    m0 = model.mj_model
-    m = copy.deepcopy(m0)
-    s = np.asarray(model.body_scales(params), dtype=float)
-    offsets = np.asarray(params.offsets, dtype=float)
-    m.body_pos[:] = m0.body_pos * s[m0.body_parentid]
-    m.jnt_pos[:] = m0.jnt_pos * s[m0.jnt_bodyid]
-    m.site_pos[:] = m0.site_pos * s[m0.site_bodyid] + offsets
-    m.site_size[:] = m0.site_size * np.mean(s[m0.site_bodyid], axis=1, keepdims=True)
-    m.cam_pos[:] = m0.cam_pos * s[m0.cam_bodyid]
-    m.light_pos[:] = m0.light_pos * s[m0.light_bodyid]
-    m.geom_pos[:] = m0.geom_pos * s[m0.geom_bodyid]
-    mesh_scales: dict[int, set] = {}
-    for g in range(m0.ngeom):
-        sg = s[m0.geom_bodyid[g]]
-        axis_scales = _axis_scales(m0.geom_quat[g], sg)
-        m.geom_size[g] = _geom_size(mujoco.mjtGeom(int(m0.geom_type[g])), m0.geom_size[g], axis_scales)
-        m.geom_rbound[g] = m0.geom_rbound[g] * float(np.max(sg))
-        m.geom_aabb[g] = m0.geom_aabb[g] * np.tile(axis_scales, 2)
-        if m0.geom_type[g] == int(mujoco.mjtGeom.mjGEOM_MESH) and m0.geom_dataid[g] >= 0:
-            mesh_scales.setdefault(int(m0.geom_dataid[g]), set()).add(tuple(axis_scales))
-    for mesh, scales in mesh_scales.items():
-        if len(scales) == 1:
-            adr, num = m0.mesh_vertadr[mesh], m0.mesh_vertnum[mesh]
-            m.mesh_vert[adr : adr + num] = m0.mesh_vert[adr : adr + num] * np.array(next(iter(scales)), dtype=np.float32)
-    for b, (mass, moments, quat, ipos) in scaled_mass_properties(m0, s, total_mass).items():
-        m.body_mass[b], m.body_inertia[b], m.body_iquat[b], m.body_ipos[b] = mass, moments, quat, ipos
-    for e in range(m0.neq):
-        m.eq_data[e] = scaled_equality_data(m0, e, m0.eq_data[e], s)
-    mujoco.mj_setConst(m, mujoco.MjData(m))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_ratio = np.where(m0.tendon_length0 > 0, m.tendon_length0 / m0.tendon_length0, 1.0)
-        a_ratio = np.where(m0.actuator_length0 > 0, m.actuator_length0 / m0.actuator_length0, 1.0)
-    limited = m0.tendon_range[:, 1] > m0.tendon_range[:, 0]
-    m.tendon_range[limited] = m0.tendon_range[limited] * t_ratio[limited, None]
-    springs = np.all(m0.tendon_lengthspring >= 0, axis=1)
-    m.tendon_lengthspring[springs] = m0.tendon_lengthspring[springs] * t_ratio[springs, None]
-    m.actuator_lengthrange[:] = m0.actuator_lengthrange * a_ratio[:, None]
-    return m
+    # Aligned frames: principal axis k is body axis perm[k].
+    perm = np.abs(rot0[a]).argmax(axis=1)
+    s_principal = xp.take_along_axis(bscale[a], perm, axis=1)
+    moment_a = det[a, None] * s_principal**2 * moment0[a]
+
+    moments = [(a, moment_a)]
+    quats = [(a, xp.asarray(quat0[a], dtype=bscale.dtype))]
+    if len(o):
+        t = xp.einsum("bji,bj,bjk->bik", rot0[o], bscale[o], rot0[o])
+        scaled = det[o, None, None] * (t * moment0[o][:, None, :]) @ t
+        moment_o, axes = np.linalg.eigh(scaled) if xp is np else _eigh(scaled)
+        # A proper rotation: flip the first axis where the eigenvectors form a left-handed frame.
+        handed = xp.concatenate([xp.sign(xp.linalg.det(axes))[:, None], xp.ones_like(axes[:, 0, 1:])], axis=1)
+        moments.append((o, moment_o))
+        quats.append((o, mat_to_quat(rot0[o] @ (axes * handed[:, None, :]), xp)))
+    nbody = m0.nbody
+    moment = _assemble(nbody, moments, xp)
+    quat = _assemble(nbody, quats, xp)
+    if total_mass is not None:
+        factor = total_mass / xp.sum(mass)
+        mass, moment = mass * factor, moment * factor
+    # Round-off must not push a rod (one moment 0) across the triangle inequality, or MuJoCo's
+    # compiler would "balance" it into a sphere: with c >= 0, each sum of two is >= the third.
+    moment = xp.maximum(moment, 0.0)
+    inertia = xp.stack([moment[:, 1] + moment[:, 2], moment[:, 0] + moment[:, 2], moment[:, 0] + moment[:, 1]], axis=1)
+    return {
+        "body_mass": mass,
+        "body_inertia": inertia,
+        "body_iquat": quat,
+        "body_ipos": np.asarray(m0.body_ipos) * bscale,
+    }
+
+
+def full_inertia(inertia, iquat) -> np.ndarray:
+    """(B, 3, 3) inertia matrices in the body frames (kg m²) from principal moments (B, 3) and their frames (B, 4)."""
+    rot = quats_to_mats_np(iquat)
+    return rot * np.asarray(inertia)[:, None, :] @ rot.transpose(0, 2, 1)
+
+
+def scaled_equality_data(m0: mujoco.MjModel, bscale, xp=np):
+    """(neq, mjNEQDATA) equality data: anchors of connect and weld constraints with their
+    bodies, translational joint couplings (a slide driven by a polynomial) with the parent body's
+    scale along the joint axis. Tendon couplings are kept as they are."""
+    data = np.asarray(m0.eq_data)
+    kind = np.asarray(m0.eq_type)
+    obj1, obj2 = np.asarray(m0.eq_obj1id), np.asarray(m0.eq_obj2id)
+    on_site = np.asarray(m0.eq_objtype) == int(mujoco.mjtObj.mjOBJ_SITE)
+    body1, body2 = obj1.copy(), obj2.copy()
+    body1[on_site] = np.asarray(m0.site_bodyid)[obj1[on_site]]
+    body2[on_site] = np.asarray(m0.site_bodyid)[obj2[on_site]]
+    connect = np.flatnonzero(kind == int(mujoco.mjtEq.mjEQ_CONNECT))
+    weld = np.flatnonzero(kind == int(mujoco.mjtEq.mjEQ_WELD))
+    slides = np.flatnonzero(np.asarray(m0.jnt_type) == int(mujoco.mjtJoint.mjJNT_SLIDE))
+    coupled = np.flatnonzero((kind == int(mujoco.mjtEq.mjEQ_JOINT)) & np.isin(obj1, slides))
+    rest = np.setdiff1d(np.arange(len(kind)), np.concatenate([connect, weld, coupled]))
+    tail = data.shape[1] - 6
+
+    def ones(rows, n):
+        return xp.ones((len(rows), n), dtype=bscale.dtype)
+
+    joint_body = np.asarray(m0.jnt_bodyid)[obj1[coupled]]
+    axis = np.einsum("jik,jk->ji", quats_to_mats_np(m0.body_quat[joint_body]), m0.jnt_axis[obj1[coupled]])
+    along = xp.sqrt(xp.sum((bscale[np.asarray(m0.body_parentid)[joint_body]] * axis) ** 2, axis=1, keepdims=True))
+    factor = _assemble(len(kind), [
+        (connect, xp.concatenate([bscale[body1[connect]], bscale[body2[connect]], ones(connect, tail)], axis=1)),
+        (weld, xp.concatenate([bscale[body2[weld]], bscale[body1[weld]], ones(weld, tail)], axis=1)),
+        (coupled, xp.concatenate([along * np.ones(5), ones(coupled, data.shape[1] - 5)], axis=1)),
+        (rest, ones(rest, data.shape[1])),
+    ], xp)
+    return data * factor
+
+
+def scaled_length_ranges(m0: mujoco.MjModel, tendon_length0, actuator_length0, xp=np) -> dict:
+    """``tendon_range``, ``tendon_lengthspring`` and ``actuator_lengthrange`` scaled by the ratio
+    of each tendon's (actuator's) reference length in the scaled model (``tendon_length0``,
+    ``actuator_length0``) to the unscaled one's."""
+
+    def ratio(new, old):
+        old = np.asarray(old)
+        return xp.where(old > 0, new / np.where(old > 0, old, 1.0), 1.0)
+
+    t_ratio = ratio(tendon_length0, m0.tendon_length0)[:, None]
+    springs = np.all(np.asarray(m0.tendon_lengthspring) >= 0, axis=1)[:, None]
+    return {
+        "tendon_range": np.asarray(m0.tendon_range) * t_ratio,
+        "tendon_lengthspring": xp.where(springs, np.asarray(m0.tendon_lengthspring) * t_ratio, np.asarray(m0.tendon_lengthspring)),
+        "actuator_lengthrange": np.asarray(m0.actuator_lengthrange) * ratio(actuator_length0, m0.actuator_length0)[:, None],
+    }

@@ -55,6 +55,8 @@ class Capture(eqx.Module):
             raise InputError(f"keypoint_names: expected {kp.shape[2]} unique names, got {len(keypoint_names)}")
         if not (np.isfinite(fps) and fps > 0):
             raise InputError(f"fps: expected a positive frame rate in Hz, got {fps}")
+        if not np.isfinite(start_time):
+            raise InputError(f"start_time: expected a finite time in seconds, got {start_time}")
         seen = np.all(np.isfinite(kp), axis=-1) & np.isfinite(conf) & (conf > 0)
         self.keypoints = np.where(seen[..., None], kp, np.nan)
         self.confidence = np.where(seen, conf, 0.0)

@@ -17,8 +17,9 @@ from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
 
 from mjx_biomech.body.params import BodyParams
-from mjx_biomech.capture.cameras import Camera, CameraRig, project
+from mjx_biomech.capture.cameras import Camera, CameraRig
 from mjx_biomech.capture.captures import Capture
+from mjx_biomech.capture.projection import project
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.trajectories import markers_along
 
@@ -303,6 +304,11 @@ def capture(
     150 px in a random direction with a lower confidence (0.3 to 0.7), as detectors do with
     confusions. ``times`` (T,) must be evenly spaced; ``fps`` follows from them.
     """
+    if not (noise_px >= 0 and 0 <= dropout <= 1 and 0 <= outlier_fraction <= 1):
+        raise InputError(
+            "capture: expected noise_px >= 0 and dropout, outlier_fraction in [0, 1], "
+            f"got {noise_px}, {dropout} and {outlier_fraction}"
+        )
     rng = _rng(seed)
     times = np.asarray(times, float)
     coords = np.asarray(coords, float)

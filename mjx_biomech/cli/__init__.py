@@ -19,33 +19,60 @@ SUBCOMMANDS = {
     "validate": ("converters.validate", "compare a converted .osim model with OpenSim at random poses"),
     "demo": ("mjx_biomech.cli.demo", "fit a synthetic 8-camera capture of the bundled model and write every output"),
     "fit": ("mjx_biomech.cli.fit", "fit a scaled model to multi-camera 2D keypoints"),
+    "ik": ("mjx_biomech.cli.ik", "inverse kinematics from .trc markers, a drop-in for OpenSim's InverseKinematicsTool"),
     "train": ("env_registry.train", "train a gait-imitation policy with brax PPO"),
     "evaluate": ("env_registry.evaluate", "evaluate a trained gait-imitation policy"),
 }
 
 
+# An import error naming one of these is a bug of this project, not a missing optional package.
+_OWN_PACKAGES = ("mjx_biomech", "converters", "env_registry")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors take the CLI's one-line error format."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _optional_package_missing(e: ImportError) -> bool:
+    """Whether ``e`` says that a package from outside this project is not installed."""
+    return isinstance(e, ModuleNotFoundError) and bool(e.name) and e.name.split(".")[0] not in _OWN_PACKAGES
+
+
+def _fail(command: str, message: str) -> int:
+    """Print ``message`` as the one error line of ``command`` on stderr; return the exit status 2."""
+    line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"mjx-biomech {command}: error: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns its exit status.
+
+    Bad input (an :class:`InputError`, an unreadable or unwritable file, a missing optional
+    package) is the user's to fix: one line ``mjx-biomech <command>: error: <message>`` on
+    stderr, no traceback, status 2. argparse's usage errors exit with 2 in the same format.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="mjx-biomech", description="Scalable, differentiable body models for OpenSim and MuJoCo.")
+    parser = _Parser(prog="mjx-biomech", description="Scalable, differentiable body models for OpenSim and MuJoCo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    chosen = argv[0] if argv else None
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:
-            try:
-                mod = importlib.import_module(module)
-            except ImportError as e:
-                parser.exit(2, f"mjx-biomech {name}: needs an optional package that is not installed ({e})\n")
-            mod.add_arguments(p)
-            p.set_defaults(_run=mod.run)
-    args = parser.parse_args(argv)
+    parsers = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in SUBCOMMANDS.items()}
+    chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     try:
+        # Without a known command, parse_args reports the usage error (or prints --help) and exits.
+        if chosen is not None:
+            mod = importlib.import_module(SUBCOMMANDS[chosen][0])
+            mod.add_arguments(parsers[chosen])
+            parsers[chosen].set_defaults(_run=mod.run)
+        args = parser.parse_args(argv)
         return int(args._run(args) or 0)
     except InputError as e:
-        # Bad input is the user's to fix: one line naming the file or argument, no traceback.
-        print(f"mjx-biomech {chosen}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return _fail(chosen, str(e))
+    except OSError as e:
+        return _fail(chosen, f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    except ImportError as e:
+        if not _optional_package_missing(e):
+            raise
+        return _fail(chosen, f"needs the optional package {e.name!r}, which is not installed")

@@ -27,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import mjx_biomech
+    from converters import fit_output
     from mjx_biomech.analysis.results import truth_metrics
-    from mjx_biomech.capture.captures import synthetic
+    from mjx_biomech.capture import synthetic
+    from mjx_biomech.cli.fit import progress_bars
     from mjx_biomech.fitting.fit import fit
 
     console = Console()
@@ -45,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
     wrong = synthetic.perturb_cameras(rig, ["cam3", "cam6"], angle_deg=2.0, distance_m=0.02, seed=args.seed)
     console.print(f"[bold]mjx-biomech demo[/]: {duration:g} s of walking, 8 cameras, {len(capture.keypoint_names)} keypoints "
                   f"({MARKER_SET}), cam3 and cam6 off by 2° / 2 cm; {steps} AdamW steps with bundle adjustment")
-    result = fit(model, capture, wrong, MARKER_SET, representation="spline", solver="adam", steps=steps,
-                 bundle_adjust=True, seed=args.seed, progress=True)
+    with progress_bars(console) as progress:
+        result = fit(model, capture, wrong, MARKER_SET, representation="spline", solver="adam", steps=steps,
+                     bundle_adjust=True, seed=args.seed, progress=progress)
     truth = truth_metrics(result, person, coords, rig)
-    out = result.save(Path(args.out), truth=truth)
+    out = fit_output.save(result, Path(args.out), truth=truth)
 
     table = Table(title="recovered vs true")
     table.add_column("quantity")

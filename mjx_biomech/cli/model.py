@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--out", required=True, help="output MJCF path")
 
 
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
 def _load(source):
     from mjx_biomech import load_model
 
@@ -59,23 +63,22 @@ def _info(model) -> None:
 def _scale(model, args) -> None:
     values: dict[str, float] = {}
     if args.height is not None:
-        if args.height <= 0:
-            raise InputError(f"--height {args.height}: must be positive (metres)")
         values["overall"] = args.height / model.standing_height()
     for item in args.scale:
         name, sep, value = item.partition("=")
         if not sep:
             raise InputError(f"--scale {item!r}: expected GROUP=VALUE, e.g. thigh_r=1.05")
         try:
-            values[name] = values.get(name, 1.0) * float(value)
+            factor = float(value)
         except ValueError as e:
             raise InputError(f"--scale {item!r}: {value!r} is not a number") from e
+        if not _positive(factor):
+            raise InputError(f"--scale {item!r}: the scale must be a positive number")
+        values[name] = values.get(name, 1.0) * factor
     try:
         params = model.scale_params(**values)
-    except KeyError as e:
-        raise InputError(f"--scale: {e.args[0]}") from e
-    if args.mass is not None and args.mass <= 0:
-        raise InputError(f"--mass {args.mass}: must be positive (kg)")
+    except InputError as e:
+        raise InputError(f"--scale: {e}") from e
     path = model.to_mjcf(params, args.out, total_mass=args.mass)
     scaled = model.to_mujoco(params, total_mass=args.mass)
     console = Console()
@@ -85,13 +88,14 @@ def _scale(model, args) -> None:
 
 
 def run(args) -> int:
-    try:
-        model = _load(args.model)
-        if args.action == "info":
-            _info(model)
-        else:
-            _scale(model, args)
-    except InputError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}")
-        return 2
+    """Print the model's tables or write the scaled MJCF; bad input raises :class:`InputError`."""
+    if args.action == "scale":
+        for flag, value, unit in (("--height", args.height, "metres"), ("--mass", args.mass, "kg")):
+            if value is not None and not _positive(value):
+                raise InputError(f"{flag} {value}: must be positive ({unit})")
+    model = _load(args.model)
+    if args.action == "info":
+        _info(model)
+    else:
+        _scale(model, args)
     return 0

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from jax import Array
 
 from mjx_biomech.body.params import BodyParams
-from mjx_biomech.capture.cameras import CameraRig, project
+from mjx_biomech.capture.cameras import CameraRig
+from mjx_biomech.capture.projection import project
 
 
 def robust_residuals(diff: Array, weight: Array, delta: float) -> Array:
@@ -55,11 +56,18 @@ def reprojection_residuals(
     return robust_residuals(uv - kp, w, delta_px)
 
 
-def point_residuals(points: Array, targets: Array, weights: Array | None = None, delta_m: float = 0.05) -> Array:
+def point_residuals(
+    points: Array, targets: Array, weights: Array | None = None, delta_m: float | None = 0.05
+) -> Array:
     """Weighted Huber residuals (..., 3) in metres between model ``points`` (..., 3) and 3D
-    ``targets`` (..., 3) (e.g. .trc markers or triangulated keypoints; NaN where missing)."""
+    ``targets`` (..., 3) (e.g. .trc markers or triangulated keypoints; NaN where missing).
+
+    ``delta_m=None``: plain weighted least squares, ``|r|² = w |d|²`` (OpenSim's IK objective).
+    """
     w = jnp.ones(targets.shape[:-1], points.dtype) if weights is None else weights
     tgt, w = observation_weights(targets, w)
+    if delta_m is None:
+        return jnp.sqrt(w)[..., None] * (points - tgt)
     return robust_residuals(points - tgt, w, delta_m)
 
 

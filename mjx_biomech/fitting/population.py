@@ -11,22 +11,25 @@ the body's pose and proportions.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from tqdm.auto import tqdm
 
 from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.captures import Capture
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting import losses, trajectories
-from mjx_biomech.fitting.fit import ADAM_B1, LR_DECAY, OFFSET_UNIT_M, WEIGHT_DECAY, _check_inputs, site_offsets
+from mjx_biomech.fitting.fit import check_captures
+from mjx_biomech.fitting.solvers import Progress, adam
+from mjx_biomech.fitting.variables import OFFSET_UNIT_M, site_offsets
+
+STAGE = "population"
+_OPTIMISER = adam.optimiser()
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class PopulationVariables(eqx.Module):
     offsets: jax.Array
 
 
-@dataclass
+@dataclass(frozen=True)
 class PopulationResult:
     """The learned ``base_offsets`` (M, 3) m of the marker set (in each marker's body frame),
     every subject's :class:`BodyParams` (base plus own offsets) and coordinates at the frames
@@ -81,25 +84,16 @@ def _subject_loss(setup: _PopSetup, base, control, log_scales, offsets, rig, key
     return losses.sum_of_squares(r) / times.shape[0] + 0.5 * prior
 
 
-def _population_loss(v: PopulationVariables, setup: _PopSetup, data, batch, learn_base):
+def _population_loss(v: PopulationVariables, key, setup: _PopSetup, data, learn_base, batch_size: int):
+    """The mean subject loss over ``batch_size`` subjects drawn with ``key``, plus the base's prior."""
     rigs, keypoints, confidence, times = data
+    batch = jax.random.choice(key, v.control.shape[0], (batch_size,), replace=False)
     take = lambda x: jnp.take(x, batch, axis=0)  # noqa: E731
     per = jax.vmap(_subject_loss, in_axes=(None, None, 0, 0, 0, 0, 0, 0, None, None))(
         setup, v.base, take(v.control), take(v.log_scales), take(v.offsets),
         jax.tree_util.tree_map(take, rigs), take(keypoints), take(confidence), times, learn_base,
     )
     return jnp.mean(per) + 0.5 * setup.base_weight * jnp.sum(v.base**2)
-
-
-@eqx.filter_jit
-def _population_step(v, opt_state, setup, data, learn_base, lr, key, batch_size):
-    key, sub = jax.random.split(key)
-    S = v.control.shape[0]
-    batch = jax.random.choice(sub, S, (batch_size,), replace=False)
-    loss, g = eqx.filter_value_and_grad(_population_loss)(v, setup, data, batch, learn_base)
-    opt = optax.chain(optax.scale_by_adam(b1=ADAM_B1), optax.add_decayed_weights(WEIGHT_DECAY))
-    u, opt_state = opt.update(g, opt_state, v)
-    return eqx.apply_updates(v, jax.tree_util.tree_map(lambda x: -lr * x, u)), opt_state, loss, key
 
 
 def fit_population(
@@ -117,7 +111,7 @@ def fit_population(
     base_weight: float = 0.01,
     scale_weight: float = 1.0,
     seed: int = 0,
-    progress: bool = True,
+    progress: Progress | None = None,
     dtype=None,
 ) -> PopulationResult:
     """Fit many subjects at once with shared base marker offsets.
@@ -131,7 +125,10 @@ def fit_population(
             or "hee").
         learn_base: False fits every subject alone (the base stays 0): the baseline.
         offset_weight: prior weight per (1 cm)² of a subject's own offsets; base_weight: the
-            same for the base (weak). Other arguments as for :func:`mjx_biomech.fitting.fit.fit`.
+            same for the base (weak).
+        progress: ``progress("population", done, total, info)`` (see :mod:`mjx_biomech.fitting.fit`).
+        Other arguments as for :func:`mjx_biomech.fitting.fit.fit`; AdamW as there, its
+        learning rate ``lr`` decaying 1000-fold over ``steps``.
     """
     S = len(subjects)
     if S < 2:
@@ -144,7 +141,7 @@ def fit_population(
         cap = cap[0] if isinstance(cap, (list, tuple)) and len(cap) == 1 else cap
         if not isinstance(cap, Capture):
             raise InputError(f"subjects[{i}]: expected one Capture per subject, got {type(cap).__name__}")
-        caps.append(_check_inputs(model, [cap], rig, marker_set)[0])
+        caps.append(check_captures(model, [cap], rig, marker_set)[0])
         rigs.append(rig)
     first = caps[0]
     for i, cap in enumerate(caps):
@@ -186,15 +183,19 @@ def fit_population(
     stacked_rig = jax.tree_util.tree_map(lambda *x: jnp.stack([jnp.asarray(a, dtype) for a in x]), *rigs)
     data = (stacked_rig, jnp.asarray(np.stack([c.keypoints for c in caps]), dtype),
             jnp.asarray(np.stack([c.confidence for c in caps]), dtype), jnp.asarray(times, dtype))
-    opt = optax.chain(optax.scale_by_adam(b1=ADAM_B1), optax.add_decayed_weights(WEIGHT_DECAY))
-    opt_state = opt.init(v)
+    opt_state = _OPTIMISER.init(v)
+    rates = adam.learning_rates(adam.decay(lr, steps), steps)
     key = jax.random.PRNGKey(seed)
     history = []
     flag = jnp.asarray(1.0 if learn_base else 0.0, dtype)
-    for step in tqdm(range(steps), desc="population fit", disable=not progress, leave=False):
-        lr_t = jnp.asarray(lr * LR_DECAY ** (step / steps), dtype)
-        v, opt_state, loss, key = _population_step(v, opt_state, setup, data, flag, lr_t, key, batch_size)
+    if progress is not None:
+        progress(STAGE, 0, steps, {})
+    for i in range(steps):
+        lr_i = {"learning_rate": jnp.asarray(rates[i], dtype)}
+        v, opt_state, loss, key = adam.step(_population_loss, _OPTIMISER, v, opt_state, lr_i, key, setup, data, flag, batch_size)
         history.append(loss)
+        if progress is not None:
+            progress(STAGE, i + 1, steps, {"loss": loss})
     base = np.asarray(v.base, float) * np.asarray(setup.free_base)[:, None] * float(learn_base)
     params, coords = [], []
     for s in range(S):

@@ -26,8 +26,9 @@ import mujoco
 import numpy as np
 from jax import Array
 
-from mjx_biomech.capture.cameras import CameraRig, triangulate_robust
+from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.captures import Capture
+from mjx_biomech.capture.projection import triangulate_robust
 from mjx_biomech.errors import InputError
 
 # Bounded coordinates start at least this fraction of their range inside a bound, where the

@@ -22,12 +22,14 @@ Marquardt (a multiple of the normal matrix's diagonal), with the usual accept/re
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from tqdm.auto import tqdm
+
+from mjx_biomech.fitting.solvers import Progress
 
 
 class NormalEquations(NamedTuple):
@@ -135,8 +137,8 @@ def schur_levenberg_marquardt(
     iterations: int = 10,
     lam: float = 1e-3,
     rtol: float = 1e-9,
-    progress: bool = False,
-    desc: str = "bundle adjustment",
+    progress: Progress | None = None,
+    stage: str = "bundle adjustment",
 ):
     """Minimise ``½ Σ_f |residual(q_f, p, frames_f, args)|² + ½ |prior(p, args)|²``.
 
@@ -150,14 +152,18 @@ def schur_levenberg_marquardt(
         iterations: Gauss–Newton systems assembled at most (each tries a few dampings).
         lam: initial Marquardt damping. rtol: stop when an accepted step lowers the objective
             by less than this fraction.
+        progress: called as ``progress(stage, 0, iterations, {})`` at the start and
+            ``progress(stage, i, iterations, {"loss": objective})`` after iteration i (see
+            :mod:`mjx_biomech.fitting.fit`); it ends before ``iterations`` once converged.
 
     Returns:
         ``(q, p, history)``: the solution and the objective after every accepted step.
     """
     cost = float(objective(residual, prior, q, p, frames, args)) if iterations > 0 else float("nan")
     history = [cost]
-    bar = tqdm(total=iterations, desc=desc, disable=not progress, leave=False)
-    for _ in range(iterations):
+    if progress is not None:
+        progress(stage, 0, iterations, {})
+    for i in range(iterations):
         eq = _assemble(residual, prior, q, p, frames, args)
         accepted = False
         for _attempt in range(8):
@@ -169,14 +175,12 @@ def schur_levenberg_marquardt(
                 accepted = True
                 break
             lam *= 10.0
-        bar.update(1)
-        if not accepted:
+        if accepted:
+            improvement = (cost - c1) / max(cost, 1e-300)
+            q, p, cost = q1, p1, c1
+            history.append(cost)
+        if progress is not None:
+            progress(stage, i + 1, iterations, {"loss": cost})
+        if not accepted or improvement < rtol:
             break
-        improvement = (cost - c1) / max(cost, 1e-300)
-        q, p, cost = q1, p1, c1
-        history.append(cost)
-        bar.set_postfix(cost=f"{cost:.5g}")
-        if improvement < rtol:
-            break
-    bar.close()
     return q, p, history

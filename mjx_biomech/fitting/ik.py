@@ -1,0 +1,295 @@
+"""Marker-based inverse kinematics: OpenSim's InverseKinematicsTool, frame by frame, in JAX.
+
+Each frame solves OpenSim's weighted least squares
+(:func:`~mjx_biomech.fitting.marker_objective.frame_residuals`) over the model's independent
+coordinates that move, clamped ones inside their ranges.
+
+The solver is the projected Levenberg–Marquardt of :mod:`~mjx_biomech.fitting.solvers.frame_lm`
+with a secant estimate of the second-order term, which large marker residuals (centimetres on
+real recordings) make matter; the estimate is carried from frame to frame, as is the pose. A
+frame stops when the next step would move no coordinate by more than ``accuracy`` (radians or
+metres).
+
+As OpenSim's tool does, the first frame starts from the model's default pose; every later one
+starts from the previous solution, here extrapolated linearly from the two before it. The frames
+run sequentially (``lax.scan``) in chunks of a fixed length, so one compilation serves every
+trial length and a progress callback runs between chunks. (A sequential pass of one step per
+frame followed by converging all frames of a chunk at once under ``vmap`` was slower on a CPU:
+every frame then iterates as long as the slowest one.)
+
+Everything that changes between trials (observations, weights, targets, bounds, which
+coordinates move, the body parameters) is data, so a solver compiles once per model, marker set
+and chunk length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mjx_biomech.body.params import BodyParams
+from mjx_biomech.capture.marker_trials import MarkerTrial
+from mjx_biomech.errors import InputError
+from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, IKProblem, frame_residuals, ik_problem
+from mjx_biomech.fitting.solvers import Progress
+from mjx_biomech.fitting.solvers.frame_lm import solve_frame
+
+__all__ = ["IKResult", "MarkerIK", "marker_ik", "solve_ik"]
+
+STAGE = "ik"
+# Iterations allowed to the first frame, which starts from the default pose.
+_FIRST_FRAME_ITERATIONS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class IKResult:
+    """Joint angles and marker errors of one trial.
+
+    Attributes:
+        name: the trial's name.
+        times: (T,) seconds.
+        coordinate_names: (C,) the model's independent coordinates.
+        coordinate_motion: (C,) ``"rotational"`` or ``"translational"``.
+        coordinates: (T, C) radians or metres.
+        marker_names: (M,) the markers tracked.
+        marker_weights: (M,) their weights.
+        marker_errors: (T, M) metres, model marker to observation; NaN where not observed.
+        objective: (T,) OpenSim's IK objective at the solution
+            (:func:`~mjx_biomech.fitting.marker_objective.frame_residuals`).
+        iterations: (T,) evaluations of residuals and Jacobian (Levenberg–Marquardt iterations).
+        converged: (T,) bool: the last step was within ``accuracy``.
+        skipped_markers: markers the model has that the trial lacks (only those the tasks name, when
+            marker weights are given).
+        unmatched_markers: trial markers that the model lacks (or no task names).
+        compile_seconds: compiling the solver (0 when reused).
+        solve_seconds: solving every frame.
+    """
+
+    name: str
+    times: np.ndarray
+    coordinate_names: tuple[str, ...]
+    coordinate_motion: tuple[str, ...]
+    coordinates: np.ndarray
+    marker_names: tuple[str, ...]
+    marker_weights: np.ndarray
+    marker_errors: np.ndarray
+    objective: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    skipped_markers: tuple[str, ...]
+    unmatched_markers: tuple[str, ...]
+    compile_seconds: float
+    solve_seconds: float
+
+    @property
+    def total_squared_error(self) -> np.ndarray:
+        """(T,) m²: Σ of squared marker errors, missing markers counting 0 (OpenSim's column)."""
+        return np.nansum(self.marker_errors**2, axis=1)
+
+    @property
+    def marker_rms(self) -> np.ndarray:
+        """(T,) m: sqrt(total squared error / markers tracked), as OpenSim's ``marker_error_RMS``."""
+        return np.sqrt(self.total_squared_error / max(len(self.marker_names), 1))
+
+    @property
+    def marker_max(self) -> np.ndarray:
+        """(T,) m: the largest marker error of each frame (OpenSim's ``marker_error_max``)."""
+        errors = np.where(np.isnan(self.marker_errors), 0.0, self.marker_errors)
+        return errors.max(axis=1) if errors.shape[1] else np.zeros(len(self.times))
+
+
+class MarkerIK:
+    """A compiled IK solver for one model and one marker set.
+
+    Args:
+        model: the body model.
+        marker_set: the model's marker set naming the markers, or None for the site names (for
+            a converted .osim, the OpenSim markers).
+        chunk_frames: frames solved per compiled call; a trial is padded to a multiple of it.
+    """
+
+    def __init__(self, model, marker_set: str | None = None, chunk_frames: int = 128):
+        names = model.marker_names(marker_set)
+        if not names:
+            raise InputError(f"{model.source}: the model has no markers (sites) to track"
+                             + (f" in marker set {marker_set!r}" if marker_set else ""))
+        self.model = model
+        self.marker_set = marker_set
+        self.marker_names = tuple(names)
+        self.site_ids = np.asarray(model.marker_site_ids(marker_set))
+        self.chunk_frames = int(chunk_frames)
+        self._compiled: dict = {}
+
+        def chunk(x, v, S, params, frames, first, weights, accuracy, max_iterations):
+            def linearise(frame):
+                def with_value(q):
+                    # The residual rides along as auxiliary output: value and Jacobian in one pass.
+                    r = frame_residuals(model, self.site_ids, q, params, frame, weights)
+                    return r, r
+
+                def fn(q):
+                    J, r = jax.jacfwd(with_value, has_aux=True)(q)
+                    return r, J
+
+                return fn
+
+            size = 3 * len(self.site_ids) + model.num_coordinates
+
+            def one(carry, data):
+                frame, is_first = data
+                x, v, S = carry
+                # The trial's first frame starts from the default pose, as OpenSim assembles it, and
+                # may take long; later ones from the previous solution moved on by its velocity.
+                limit = jnp.where(is_first, jnp.maximum(max_iterations, _FIRST_FRAME_ITERATIONS), max_iterations)
+                state, converged = solve_frame(linearise(frame), jnp.clip(x + v, weights.lower, weights.upper), S,
+                                               weights.moving, weights.lower, weights.upper, accuracy, limit, size)
+                # A frame without any tracked marker stays where it started, and the next starts there:
+                # a long gap must not carry the pose away.
+                seen = jnp.any(jnp.all(jnp.isfinite(frame.targets), axis=-1) & (weights.markers > 0))
+                v = jnp.where(is_first | ~seen, 0.0, state.x - x)
+                return (state.x, v, state.S), (state.x, state.iterations, converged)
+
+            (x, v, S), (q, iterations, converged) = jax.lax.scan(one, (x, v, S), (frames, first))
+            coords = jnp.where(weights.moving, q, frames.base)
+            points = jax.vmap(lambda c: model.forward(c, params, sites=self.site_ids).site_xpos)(coords)
+            r = jax.vmap(lambda c, f: frame_residuals(model, self.site_ids, c, params, f, weights))(coords, frames)
+            return (x, v, S), (coords, 0.5 * jnp.sum(r * r, axis=1), iterations, converged, points)
+
+        self._chunk = jax.jit(chunk)
+
+    def _compiled_fn(self, name: str, fn, *args):
+        """``fn`` compiled for the shapes of ``args`` and the seconds compiling took (0 if cached)."""
+        key = (name, tuple((jnp.shape(a), jnp.result_type(a)) for a in jax.tree.leaves(args)))
+        if key in self._compiled:
+            return self._compiled[key], 0.0
+        start = time.perf_counter()
+        self._compiled[key] = fn.lower(*args).compile()
+        return self._compiled[key], time.perf_counter() - start
+
+    def solve(
+        self,
+        trial: MarkerTrial,
+        params: BodyParams | None = None,
+        marker_weights: Mapping[str, float] | None = None,
+        coordinate_targets: Sequence[CoordinateTarget] = (),
+        accuracy: float = 1e-5,
+        max_iterations: int = 50,
+        initial: np.ndarray | None = None,
+        progress: Progress | None = None,
+    ) -> IKResult:
+        """Inverse kinematics of every frame of ``trial``.
+
+        Args:
+            trial: observed markers, metres, Z-up world.
+            params: the person's scales and marker offsets (default: the model's own).
+            marker_weights: marker name -> weight of the markers to track (OpenSim's applied
+                IKMarkerTasks); None tracks every model marker the trial has, with weight 1.
+            coordinate_targets: coordinate tasks.
+            accuracy: convergence tolerance on each coordinate's step, radians or metres.
+            max_iterations: per frame (the first frame, solved from the default pose, gets 200).
+            initial: (C,) the first frame's starting coordinates (default: the model's defaults).
+            progress: ``progress("ik", frames_done, frames_total, {"trial": name})`` at the start
+                and after each chunk of frames (the library's convention, :mod:`mjx_biomech.fitting.fit`).
+
+        Raises:
+            InputError: naming the argument, for a weight or task naming an unknown marker or
+                coordinate, a negative weight, or a trial sharing no tracked marker with the model.
+        """
+        model = self.model
+        problem = self.problem(trial, marker_weights, coordinate_targets)
+        T = trial.num_frames
+        q0 = self._initial(initial, problem.frames.base[0], problem.weights.lower, problem.weights.upper)
+
+        with jax.enable_x64(True):
+            f64 = jnp.float64
+            params = model.default_params(f64) if params is None else jax.tree.map(lambda a: jnp.asarray(a, f64), params)
+            weights = jax.tree.map(jnp.asarray, problem.weights)
+            n = self.chunk_frames
+            chunks = -(-T // n)
+            # Padding repeats the last frame: already solved when reached, it costs one iteration.
+            pad = chunks * n - T
+
+            def padded(a):
+                return jnp.asarray(np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]), f64)
+
+            frames = Frame(*map(padded, problem.frames))
+            first = jnp.arange(chunks * n) == 0
+            C = model.num_coordinates
+            carry = (jnp.asarray(q0, f64), jnp.zeros(C, f64), jnp.zeros((C, C), f64))
+            settings = (weights, jnp.asarray(accuracy, f64), jnp.asarray(max_iterations))
+
+            def part(k):
+                return jax.tree.map(lambda a: a[k * n : (k + 1) * n], (frames, first))
+
+            chunk, compile_s = self._compiled_fn("chunk", self._chunk, *carry, params, *part(0), *settings)
+            start = time.perf_counter()
+            if progress is not None:
+                progress(STAGE, 0, T, {"trial": trial.name})
+            out = []
+            for k in range(chunks):
+                carry, result = chunk(*carry, params, *part(k), *settings)
+                out.append(result)
+                if progress is not None:
+                    jax.block_until_ready(result)
+                    progress(STAGE, min((k + 1) * n, T), T, {"trial": trial.name})
+            coords, objective, it, ok, points = (np.concatenate([np.asarray(o[i]) for o in out])[:T] for i in range(5))
+            solve_s = time.perf_counter() - start
+        weights_np = problem.weights.markers
+        keep = weights_np > 0
+        errors = np.linalg.norm(points - problem.frames.targets, axis=-1)
+        return IKResult(
+            name=trial.name, times=trial.times, coordinate_names=model.coordinate_names,
+            coordinate_motion=model.coordinate_motion, coordinates=coords,
+            marker_names=tuple(name for name, k in zip(self.marker_names, keep) if k), marker_weights=weights_np[keep],
+            marker_errors=errors[:, keep], objective=objective, iterations=it.astype(int), converged=ok.astype(bool),
+            skipped_markers=problem.skipped_markers, unmatched_markers=problem.unmatched_markers, compile_seconds=compile_s,
+            solve_seconds=solve_s,
+        )
+
+    def problem(
+        self, trial: MarkerTrial, marker_weights: Mapping[str, float] | None = None,
+        coordinate_targets: Sequence[CoordinateTarget] = (),
+    ) -> IKProblem:
+        """The per-frame data and the weights of ``trial``'s IK
+        (:func:`~mjx_biomech.fitting.marker_objective.ik_problem`)."""
+        return ik_problem(self.model, self.marker_names, trial, marker_weights, coordinate_targets)
+
+    def _initial(self, initial, base0, lower, upper):
+        model = self.model
+        if initial is None:
+            q0 = base0
+        else:
+            q0 = np.asarray(initial, dtype=float)
+            if q0.shape != (model.num_coordinates,):
+                raise InputError(f"initial: shape {q0.shape}; expected ({model.num_coordinates},) in "
+                                 "model.coordinate_names order")
+        return np.clip(q0, lower, upper)
+
+
+_SOLVERS: dict = {}
+
+
+def marker_ik(model, marker_set: str | None = None) -> MarkerIK:
+    """The :class:`MarkerIK` of ``model`` and ``marker_set``, kept so that repeated calls compile once."""
+    key = (id(model), marker_set)
+    cached = _SOLVERS.get(key)
+    if cached is None or cached.model is not model:
+        cached = _SOLVERS[key] = MarkerIK(model, marker_set)
+    return cached
+
+
+def solve_ik(
+    model,
+    trial: MarkerTrial,
+    params: BodyParams | None = None,
+    marker_set: str | None = None,
+    **options,
+) -> IKResult:
+    """Inverse kinematics of ``trial`` with ``model``: :meth:`MarkerIK.solve` of :func:`marker_ik`.
+    ``options`` go to ``solve``."""
+    return marker_ik(model, marker_set).solve(trial, params, **options)

@@ -1,0 +1,109 @@
+"""A small bounded Levenberg–Marquardt for one frame's pose, with a secant second-order term.
+
+Inverse kinematics (:mod:`mjx_biomech.fitting.ik`) solves one of these per frame, and marker
+scaling (:mod:`mjx_biomech.fitting.markers`) solves them for its starting poses and its final IK.
+
+The model Hessian is Gauss–Newton's ``JᵀJ`` plus a secant estimate ``S`` of the second-order
+term ``Σ r ∇²r`` (Dennis, Gay and Welsch, as in NL2SOL), which large residuals (centimetres of
+marker error on real recordings) make matter: without it Gauss–Newton converges only linearly.
+``S`` can be carried from one frame to the next, as can the pose. A variable on a bound whose
+gradient pushes outwards is held there (the active set) and steps are clipped into the box. The
+solver stops when the next step would move no variable by more than ``accuracy``, that step
+taken without another evaluation. (optimistix's Levenberg–Marquardt has neither bounds nor the
+second-order term; hence this solver.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["FrameState", "solve_frame"]
+
+
+class FrameState(NamedTuple):
+    """Levenberg–Marquardt state: the point ``x`` (n,), its residuals ``r`` (m,), their squared
+    norm ``cost`` and Jacobian ``J`` (m, n), the second-order part ``S`` (n, n) of the Hessian,
+    the damping ``lam``, the ``step`` proposed from ``x`` and the evaluations so far."""
+
+    x: jax.Array
+    r: jax.Array
+    cost: jax.Array
+    J: jax.Array
+    S: jax.Array
+    lam: jax.Array
+    step: jax.Array
+    iterations: jax.Array
+
+
+def _propose(state: FrameState, moving, lower, upper) -> jax.Array:
+    """The damped, projected step from ``state.x`` for the model Hessian ``JᵀJ + S``."""
+    x, J = state.x, state.J
+    g = J.T @ state.r
+    JtJ = J.T @ J
+    free = moving & ~(((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0)))
+    d = jnp.diagonal(JtJ)
+    # A variable no residual sees gets a unit diagonal: a zero step, not a division by zero.
+    d = jnp.where(d > jnp.finfo(d.dtype).eps * jnp.max(d), d, 1.0)
+    n = x.shape[0]
+    A = jnp.where(free[:, None] & free[None, :], JtJ + state.S + state.lam * jnp.diag(d), jnp.eye(n, dtype=x.dtype))
+    # An indefinite model (S far off) fails the factorisation: NaN, rejected, damped more.
+    dx = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(A), True), jnp.where(free, -g, 0.0))
+    return jnp.clip(x + dx, lower, upper) - x
+
+
+def _secant_update(S, s, J0, r0, J1, r1):
+    """Dennis–Gay–Welsch (NL2SOL) update of the second-order part of the Hessian after a step ``s``:
+    it then maps ``s`` to the change of the residual curvature term, ``(J1 − J0)ᵀ r1``."""
+    y = J1.T @ r1 - J0.T @ r0
+    y_sharp = (J1 - J0).T @ r1
+    sSs = jnp.abs(s @ S @ s)
+    # NL2SOL's sizing keeps a stale S from dominating a small step.
+    S = S * jnp.where(sSs > 0, jnp.minimum(1.0, jnp.abs(s @ y_sharp) / jnp.where(sSs > 0, sSs, 1.0)), 1.0)
+    w = y_sharp - S @ s
+    ys = y @ s
+    ok = ys > jnp.finfo(ys.dtype).eps * jnp.sqrt(y @ y) * jnp.sqrt(s @ s)
+    ys = jnp.where(ok, ys, 1.0)
+    update = (jnp.outer(w, y) + jnp.outer(y, w)) / ys - (w @ s) * jnp.outer(y, y) / ys**2
+    return S + jnp.where(ok, update, 0.0)
+
+
+def solve_frame(
+    linearise: Callable, x, S, moving, lower, upper, accuracy, max_iterations, size: int
+) -> tuple[FrameState, jax.Array]:
+    """Minimise ``|r(x)|²`` over ``x`` (n,) in the box ``[lower, upper]`` (±inf where unbounded),
+    moving only the ``moving`` (n,) bool variables, from ``x`` with second-order estimate ``S`` (n, n).
+
+    ``linearise(x) -> (r (size,), J (size, n))``. Stops when the proposed step moves no variable
+    by more than ``accuracy`` (that step is then taken unevaluated) or after ``max_iterations``
+    evaluations. Traceable (``jit``, ``vmap``, ``lax.scan``). Returns the final state and whether
+    it converged.
+    """
+    def body(state: FrameState) -> FrameState:
+        x1 = state.x + state.step
+        r1, J1 = linearise(x1)
+        cost1 = jnp.sum(r1 * r1)
+        accept = cost1 < state.cost
+        S1 = _secant_update(state.S, state.step, state.J, state.r, J1, r1)
+        # A rejected step: more damping, and back to the Gauss–Newton model.
+        new = state._replace(x=x1, r=r1, cost=cost1, J=J1, S=S1, lam=jnp.maximum(state.lam * 0.1, 1e-12))
+        old = state._replace(S=jnp.zeros_like(state.S), lam=state.lam * 10.0)
+        nxt = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)
+        return nxt._replace(step=_propose(nxt, moving, lower, upper), iterations=state.iterations + 1)
+
+    def cond(state: FrameState):
+        # Written so that a NaN step (a failed factorisation) goes on, to be rejected.
+        small = jnp.max(jnp.abs(state.step)) <= accuracy
+        return (state.iterations == 0) | (~small & (state.iterations < max_iterations) & (state.lam < 1e8))
+
+    # The first pass evaluates x itself (a zero step against an infinite cost): one linearisation
+    # in the compiled program instead of two.
+    n = x.shape[0]
+    state = FrameState(x, jnp.zeros(size, x.dtype), jnp.asarray(jnp.inf, x.dtype), jnp.zeros((size, n), x.dtype), S,
+                       jnp.asarray(1e-6, x.dtype), jnp.zeros_like(x), jnp.asarray(0))
+    state = jax.lax.while_loop(cond, body, state)
+    converged = jnp.max(jnp.abs(state.step)) <= accuracy
+    return state._replace(x=jnp.where(converged, state.x + state.step, state.x)), converged

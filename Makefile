@@ -23,6 +23,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/convert.py
 	$(PY) benchmarks/fit.py
 	$(PY) benchmarks/env.py
+	$(PY) benchmarks/ik.py
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -52,9 +52,9 @@ class MotionTable:
         values = np.array(self.values, dtype=np.float64)
         names = tuple(self.names)
         if times.ndim != 1:
-            raise ValueError(f"MotionTable.times: expected shape (T,), got {times.shape}")
+            raise InputError(f"MotionTable.times: expected shape (T,), got {times.shape}")
         if values.shape != (times.shape[0], len(names)):
-            raise ValueError(
+            raise InputError(
                 f"MotionTable.values: expected shape (T, N) = ({times.shape[0]}, {len(names)}), "
                 f"got {values.shape}"
             )
@@ -71,7 +71,7 @@ class MotionTable:
         try:
             return self.values[:, self.names.index(name)]
         except ValueError:
-            raise KeyError(f"no column {name!r}; columns are {list(self.names)}") from None
+            raise InputError(f"no column {name!r}; columns are {list(self.names)}") from None
 
     def to_internal(self, rotational: Sequence[bool] | Collection[str]) -> MotionTable:
         """The same table in internal units: rotational columns in radians, ``in_degrees=False``.

@@ -91,7 +91,7 @@ def export(model, params, path: str | Path) -> Path:
             return 1.0
         s = body_scales[mj_model.body(parsed.body_name(base)).id]
         if not np.all(s == s[0]):
-            raise ValueError(f"export: body {parsed.body_name(base)!r} has per-axis scales {s.tolist()}; "
+            raise InputError(f"export: body {parsed.body_name(base)!r} has per-axis scales {s.tolist()}; "
                              "only isotropic body scales can be written to .osim")
         return float(s[0])
 

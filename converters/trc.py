@@ -76,9 +76,9 @@ class TrcData:
         positions = np.array(self.positions, dtype=np.float64)
         names = tuple(self.marker_names)
         if times.ndim != 1 or frames.shape != times.shape:
-            raise ValueError(f"TrcData: times {times.shape} and frame_numbers {frames.shape} must be (T,)")
+            raise InputError(f"TrcData: times {times.shape} and frame_numbers {frames.shape} must be (T,)")
         if positions.shape != (times.shape[0], len(names), 3):
-            raise ValueError(
+            raise InputError(
                 f"TrcData.positions: expected shape (T, M, 3) = ({times.shape[0]}, {len(names)}, 3), "
                 f"got {positions.shape}"
             )

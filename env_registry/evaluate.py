@@ -58,12 +58,20 @@ def load_policy(path: Path):
     for f in (policy_file, config_file):
         if not f.exists():
             raise InputError(f"POLICY: {f} not found; expected a folder written by 'mjx-biomech train'")
-    record = json.loads(config_file.read_text())
-    params = pickle.loads(policy_file.read_bytes())
-    ppo = record["ppo"]
-    factory = network_factory(ppo["policy_hidden"], ppo["value_hidden"], ppo.get("init_noise_std", 1.0))
+    try:
+        record = json.loads(config_file.read_text())
+        ppo = record["ppo"]
+        hidden = (ppo["policy_hidden"], ppo["value_hidden"], ppo.get("init_noise_std", 1.0))
+        sizes = (record["observation_size"], record["action_size"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{config_file}: not a config written by 'mjx-biomech train' ({type(e).__name__}: {e})") from None
+    try:
+        params = pickle.loads(policy_file.read_bytes())
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+        raise InputError(f"{policy_file}: not a policy written by 'mjx-biomech train' ({type(e).__name__}: {e})") from None
+    factory = network_factory(*hidden)
     preprocess = running_statistics.normalize if ppo.get("normalize_observations") else (lambda x, y: x)
-    networks = factory(record["observation_size"], record["action_size"], preprocess_observations_fn=preprocess)
+    networks = factory(*sizes, preprocess_observations_fn=preprocess)
     make_policy = ppo_networks.make_inference_fn(networks)
     return make_policy, params, record
 

@@ -31,6 +31,7 @@ _LAZY = {
     "FitResult": "mjx_biomech.analysis.results",
     "solve_ik": "mjx_biomech.fitting.ik",
     "IKResult": "mjx_biomech.fitting.ik",
+    "fit_markers": "mjx_biomech.fitting.markers",
 }
 
 __all__ = ["BiomechModel", "BodyParams", "InputError", "Kinematics", "load_model", "sample_coordinates", *_LAZY]

@@ -1,4 +1,5 @@
-"""Models built through the OpenSim API for the tests (no shared data needed).
+"""Models built through the OpenSim API for the tests (no shared data needed), and the helpers
+that build them (``custom_joint``: CustomJoints with arbitrary axes and functions).
 
 ``build_leg``: a small leg (free pelvis, hip, knee with spline translations and a coupled
 patella, ankle, a locked toe joint, clamped ranges) with 15 markers.
@@ -8,28 +9,32 @@ import numpy as np
 import opensim as osim
 
 
-def _vec(*v):
+def vec3(*v):
     return osim.Vec3(*[float(x) for x in v])
 
 
-def _adopted(fn):
-    """``fn`` handed over to the OpenSim object that takes it (else Python frees it twice)."""
+def adopted(fn):
+    """``fn`` handed over to the OpenSim object that takes it (else Python frees it a second time)."""
     fn.this.disown()
     return fn
 
 
-def _spline(x, y):
-    fn = osim.SimmSpline()
+def spline(cls, x, y):
+    fn = cls()
     for a, b in zip(x, y):
         fn.addPoint(a, b)
     return fn
 
 
-def _custom_joint(name, parent, offset, child, axes):
-    """``axes``: {0-2 rotation, 3-5 translation: (coordinate or None, direction, function)}."""
+def custom_joint(name, parent, parent_offset, child, child_offset, axes):
+    """axes: {axis index 0..5: (coordinate or None, (x, y, z), function)}, 0-2 rotations, 3-5 translations.
+
+    Axes not given stay still (Constant 0) about/along directions independent of the given ones,
+    as OpenSim requires.
+    """
     transform = osim.SpatialTransform()
     for group in (range(3), range(3, 6)):
-        used = [np.asarray(axes[i][1], float) for i in group if i in axes]
+        used = [np.asarray(axes[i][1], float) / np.linalg.norm(axes[i][1]) for i in group if i in axes]
         for index in group:
             if index in axes:
                 coordinate, direction, fn = axes[index]
@@ -40,9 +45,10 @@ def _custom_joint(name, parent, offset, child, axes):
             axis = transform.updTransformAxis(index)
             if coordinate is not None:
                 axis.setCoordinateNames(osim.ArrayStr(coordinate, 1))
-            axis.setAxis(_vec(*direction))
-            axis.setFunction(_adopted(fn))
-    return osim.CustomJoint(name, parent, _vec(*offset), _vec(0, 0, 0), child, _vec(0, 0, 0), _vec(0, 0, 0), transform)
+            axis.setAxis(vec3(*[float(v) for v in direction]))
+            axis.setFunction(adopted(fn))
+    return osim.CustomJoint(name, parent, vec3(*parent_offset[0]), vec3(*parent_offset[1]),
+                            child, vec3(*child_offset[0]), vec3(*child_offset[1]), transform)
 
 
 def _coordinate(joint, index, lo, hi, clamped, default=0.0, locked=False, name=None):
@@ -61,24 +67,24 @@ def build_leg(path):
     model.setName("leg")
     bodies = {}
     for name, mass in (("pelvis", 10.0), ("femur", 7.0), ("tibia", 3.0), ("patella", 0.1), ("foot", 1.0), ("toes", 0.2)):
-        bodies[name] = osim.Body(name, mass, _vec(0, 0, 0), osim.Inertia(0.05, 0.05, 0.05))
+        bodies[name] = osim.Body(name, mass, vec3(0, 0, 0), osim.Inertia(0.05, 0.05, 0.05))
         model.addBody(bodies[name])
     linear = osim.LinearFunction
-    pelvis = _custom_joint("ground_pelvis", model.getGround(), (0, 0, 0), bodies["pelvis"], {
+    pelvis = custom_joint("ground_pelvis", model.getGround(), ((0, 0, 0), (0, 0, 0)), bodies["pelvis"], ((0, 0, 0), (0, 0, 0)), {
         0: ("pelvis_tilt", (0, 0, 1), linear(1, 0)), 1: ("pelvis_list", (1, 0, 0), linear(1, 0)),
         2: ("pelvis_rotation", (0, 1, 0), linear(1, 0)), 3: ("pelvis_tx", (1, 0, 0), linear(1, 0)),
         4: ("pelvis_ty", (0, 1, 0), linear(1, 0)), 5: ("pelvis_tz", (0, 0, 1), linear(1, 0))})
-    hip = _custom_joint("hip", bodies["pelvis"], (-0.07, -0.07, 0.08), bodies["femur"], {
+    hip = custom_joint("hip", bodies["pelvis"], ((-0.07, -0.07, 0.08), (0, 0, 0)), bodies["femur"], ((0, 0, 0), (0, 0, 0)), {
         0: ("hip_flexion", (0, 0, 1), linear(1, 0)), 1: ("hip_adduction", (1, 0, 0), linear(1, 0)),
         2: ("hip_rotation", (0, 1, 0), linear(1, 0))})
-    knee = _custom_joint("knee", bodies["femur"], (0, 0, 0), bodies["tibia"], {
+    knee = custom_joint("knee", bodies["femur"], ((0, 0, 0), (0, 0, 0)), bodies["tibia"], ((0, 0, 0), (0, 0, 0)), {
         0: ("knee_angle", (0, 0, 1), linear(1, 0)),
-        3: ("knee_angle", (1, 0, 0), _spline([-2.0, -1.0, -0.5, 0.0, 0.2], [-0.003, 0.0018, 0.0041, -0.001, -0.004])),
-        4: ("knee_angle", (0, 1, 0), _spline([-2.0, -1.2, -0.5, 0.0, 0.2], [-0.422, -0.408, -0.399, -0.396, -0.395]))})
-    patella = _custom_joint("patellofemoral", bodies["femur"], (0.03, -0.38, 0), bodies["patella"], {
+        3: ("knee_angle", (1, 0, 0), spline(osim.SimmSpline, [-2.0, -1.0, -0.5, 0.0, 0.2], [-0.003, 0.0018, 0.0041, -0.001, -0.004])),
+        4: ("knee_angle", (0, 1, 0), spline(osim.SimmSpline, [-2.0, -1.2, -0.5, 0.0, 0.2], [-0.422, -0.408, -0.399, -0.396, -0.395]))})
+    patella = custom_joint("patellofemoral", bodies["femur"], ((0.03, -0.38, 0), (0, 0, 0)), bodies["patella"], ((0, 0, 0), (0, 0, 0)), {
         0: ("knee_beta", (0, 0, 1), linear(1, 0)), 3: ("knee_beta", (1, 0, 0), linear(0.02, 0.0))})
-    ankle = osim.PinJoint("ankle", bodies["tibia"], _vec(0, -0.43, 0), _vec(0, 0, 0), bodies["foot"], _vec(0, 0, 0), _vec(0, 0, 0))
-    mtp = osim.PinJoint("mtp", bodies["foot"], _vec(0.15, -0.04, 0), _vec(0, 0, 0), bodies["toes"], _vec(0, 0, 0), _vec(0, 0, 0))
+    ankle = osim.PinJoint("ankle", bodies["tibia"], vec3(0, -0.43, 0), vec3(0, 0, 0), bodies["foot"], vec3(0, 0, 0), vec3(0, 0, 0))
+    mtp = osim.PinJoint("mtp", bodies["foot"], vec3(0.15, -0.04, 0), vec3(0, 0, 0), bodies["toes"], vec3(0, 0, 0), vec3(0, 0, 0))
     for joint in (pelvis, hip, knee, patella, ankle, mtp):
         model.addJoint(joint)
     for i in range(3):
@@ -96,7 +102,7 @@ def build_leg(path):
     coupler.setName("patella_coupler")
     coupler.setIndependentCoordinateNames(osim.ArrayStr("knee_angle", 1))
     coupler.setDependentCoordinateName("knee_beta")
-    coupler.setFunction(_adopted(_spline([-2.0, -1.0, 0.0, 0.2], [-1.6, -0.75, 0.0, 0.12])))
+    coupler.setFunction(adopted(spline(osim.SimmSpline, [-2.0, -1.0, 0.0, 0.2], [-1.6, -0.75, 0.0, 0.12])))
     model.addConstraint(coupler)
     for name, body, location in (
         ("RASI", "pelvis", (0.02, 0.02, 0.12)), ("LASI", "pelvis", (0.02, 0.02, -0.12)),
@@ -107,7 +113,7 @@ def build_leg(path):
         ("PAT", "patella", (0.04, 0.0, 0.0)), ("HEE", "foot", (-0.05, -0.03, 0.0)),
         ("MT5", "foot", (0.12, -0.04, 0.04)), ("MT1", "foot", (0.12, -0.04, -0.03)), ("TOE", "toes", (0.04, 0.0, 0.0)),
     ):
-        model.addMarker(osim.Marker(name, bodies[body], _vec(*location)))
+        model.addMarker(osim.Marker(name, bodies[body], vec3(*location)))
     model.finalizeConnections()
     model.printToXML(str(path))
     return path

@@ -111,3 +111,16 @@ def test_captures_reject_non_finite_timing_but_keep_nan_keypoints():
         Capture(kp, np.ones((1, 2, 3)), 30.0, NAMES, ["cam1"], start_time=float("inf"))
     with pytest.raises(mb.InputError, match=r"confidence: expected shape \(1, 2, 3\)"):
         Capture(kp, np.ones((1, 2)), 30.0, NAMES, ["cam1"])
+
+
+@pytest.mark.parametrize("config, policy", [("{not json", b"x"), ('{"ppo": {}}', b"x"), (None, b"not a pickle")])
+def test_a_corrupt_trained_policy_folder_is_named(tmp_path, config, policy):
+    pytest.importorskip("brax", reason="brax is not installed")
+    from env_registry import evaluate
+
+    good = {"ppo": {"policy_hidden": [4], "value_hidden": [4]}, "observation_size": 3, "action_size": 2}
+    (tmp_path / "config.json").write_text(config if config is not None else json.dumps(good))
+    (tmp_path / "policy.pkl").write_bytes(policy)
+    culprit = "config.json" if config is not None else "policy.pkl"
+    with pytest.raises(mb.InputError, match=culprit):
+        evaluate.load_policy(tmp_path)

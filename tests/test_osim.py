@@ -17,6 +17,8 @@ from mjx_biomech.errors import InputError
 
 osim = pytest.importorskip("opensim")
 
+from osim_models import adopted, custom_joint, spline, vec3  # noqa: E402  (needs opensim)
+
 SHARED = Path(os.environ.get("MJX_BIOMECH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "opensim-models"
 SHARED_MODELS = [
     "Models/Rajagopal/Rajagopal2016.osim",
@@ -28,56 +30,14 @@ SHARED_MODELS = [
 ]
 
 
-def vec3(*v):
-    return osim.Vec3(*v)
-
-
 def add_body(model, name, mass=1.0):
     body = osim.Body(name, mass, vec3(0.01, -0.02, 0.03), osim.Inertia(0.02, 0.03, 0.025, 0.001, -0.002, 0.0015))
     model.addBody(body)
     return body
 
 
-def adopted(fn):
-    """``fn`` handed over to the OpenSim object that takes it (else Python frees it a second time)."""
-    fn.this.disown()
-    return fn
-
-
-def spline(cls, x, y):
-    fn = cls()
-    for a, b in zip(x, y):
-        fn.addPoint(a, b)
-    return fn
-
-
 def multiplier(fn, scale):
     return osim.MultiplierFunction(adopted(fn), scale)
-
-
-def custom_joint(name, parent, parent_offset, child, child_offset, axes):
-    """axes: {axis index 0..5: (coordinate or None, (x, y, z), function)}, 0-2 rotations, 3-5 translations.
-
-    Axes not given stay still (Constant 0) about/along directions independent of the given ones,
-    as OpenSim requires.
-    """
-    transform = osim.SpatialTransform()
-    for group in (range(3), range(3, 6)):
-        used = [np.asarray(axes[i][1], float) / np.linalg.norm(axes[i][1]) for i in group if i in axes]
-        for index in group:
-            if index in axes:
-                coordinate, direction, fn = axes[index]
-            else:
-                direction = min(np.eye(3), key=lambda e: max([abs(e @ u) for u in used], default=0.0))
-                used.append(direction)
-                coordinate, fn = None, osim.Constant(0.0)
-            axis = transform.updTransformAxis(index)
-            if coordinate is not None:
-                axis.setCoordinateNames(osim.ArrayStr(coordinate, 1))
-            axis.setAxis(vec3(*[float(v) for v in direction]))
-            axis.setFunction(adopted(fn))
-    return osim.CustomJoint(name, parent, vec3(*parent_offset[0]), vec3(*parent_offset[1]),
-                            child, vec3(*child_offset[0]), vec3(*child_offset[1]), transform)
 
 
 def set_coordinate(joint, index, lo, hi, default=0.0, locked=False):

@@ -17,6 +17,7 @@ import numpy as np
 from mjx_biomech.body.params import BodyParams
 from mjx_biomech.body.rotations import quat_mul, quat_to_mat_np
 from mjx_biomech.body.scaling import axis_scales, scaled_fields, scaled_length_ranges
+from mjx_biomech.errors import InputError
 from mjx_biomech.io import atomic_write
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def scaled_spec(model: BiomechModel, params: BodyParams, total_mass: float | Non
     per scale), and tendon and actuator length ranges follow their reference lengths.
     """
     if model.spec is None:
-        raise ValueError(
+        raise InputError(
             f"{model.source}: this model was loaded from a compiled MjModel, which keeps no MjSpec; "
             "load it from its MJCF path, an MjSpec or 'myo_sim:<name>' to build a statically scaled model"
         )
@@ -82,7 +83,7 @@ def scaled_spec(model: BiomechModel, params: BodyParams, total_mass: float | Non
         _place(spec, joint, fields["jnt_pos"][joint.id])
     for site in spec.sites:
         if not np.isnan(site.fromto[0]):
-            raise ValueError(f"{model.source}: site {site.name!r} uses fromto; scaling needs pos/quat sites")
+            raise InputError(f"{model.source}: site {site.name!r} uses fromto; scaling needs pos/quat sites")
         _place(spec, site, fields["site_pos"][site.id])
         site.size = fields["site_size"][site.id]
     for cam in spec.cameras:

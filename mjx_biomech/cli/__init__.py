@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "demo": ("mjx_biomech.cli.demo", "fit a synthetic 8-camera capture of the bundled model and write every output"),
     "fit": ("mjx_biomech.cli.fit", "fit a scaled model to multi-camera 2D keypoints"),
     "ik": ("mjx_biomech.cli.ik", "inverse kinematics from .trc markers, a drop-in for OpenSim's InverseKinematicsTool"),
+    "scale": ("mjx_biomech.cli.scale", "scale a model to .trc markers (static and motion trials), a drop-in for OpenSim's ScaleTool"),
     "train": ("env_registry.train", "train a gait-imitation policy with brax PPO"),
     "evaluate": ("env_registry.evaluate", "evaluate a trained gait-imitation policy"),
 }

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.projection import project
 
@@ -69,11 +68,6 @@ def point_residuals(
     if delta_m is None:
         return jnp.sqrt(w)[..., None] * (points - tgt)
     return robust_residuals(points - tgt, w, delta_m)
-
-
-def offset_residuals(params: BodyParams, site_ids, scale_m: float = 0.01) -> Array:
-    """L2 prior on marker offsets: (M·3,) offsets of ``site_ids`` in units of ``scale_m``."""
-    return (params.offsets[jnp.asarray(site_ids)] / scale_m).ravel()
 
 
 def smoothness_residuals(trajectory, times: Array, h: float) -> Array:

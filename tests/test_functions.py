@@ -107,3 +107,16 @@ def test_bad_function_dicts_raise_naming_what_was_expected():
         functions.build({"type": "simm_spline", "x": [0.0, 0.0, 1.0], "y": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match="at least 2"):
         functions.build({"type": "piecewise_linear", "x": [0.0], "y": [1.0]})
+
+
+@pytest.mark.parametrize("kind", ["simm_spline", "piecewise_linear"])
+def test_a_function_built_without_x64_evaluates_in_float64_under_x64(kind):
+    """Models are loaded in JAX's default float32; validating them against OpenSim runs in x64 and
+    must not see float32-rounded knots (1e-8 m errors instead of 1e-15)."""
+    fn = {"type": kind, "x": X, "y": Y}
+    with jax.enable_x64(False):
+        built = functions.build(fn)
+    with jax.enable_x64(True):
+        got = np.asarray(built(jnp.asarray(POINTS, jnp.float64)))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, functions.build(fn, np)(POINTS), rtol=0, atol=1e-14)

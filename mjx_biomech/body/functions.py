@@ -57,13 +57,14 @@ def _knots(x, y, kind: str, minimum: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _piecewise_linear(x, y, xp):
     x, y = _knots(x, y, "piecewise_linear", 2)
-    slopes = xp.asarray(np.diff(y) / np.diff(x))
-    inner = xp.asarray(x[1:-1])
-    x, y = xp.asarray(x), xp.asarray(y)
+    slopes = np.diff(y) / np.diff(x)
 
     def f(t):
-        i = xp.clip(xp.searchsorted(inner, t, side="right"), 0, x.shape[0] - 2)
-        return y[i] + slopes[i] * (t - x[i])
+        # The float64 tables become arrays when called, in the precision JAX runs in then: a model
+        # loaded without x64 still evaluates exactly under x64.
+        xs, ys, s = xp.asarray(x), xp.asarray(y), xp.asarray(slopes)
+        i = xp.clip(xp.searchsorted(xs[1:-1], t, side="right"), 0, len(x) - 2)
+        return ys[i] + s[i] * (t - xs[i])
 
     return f
 
@@ -110,12 +111,12 @@ def simm_spline_coefficients(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 def _simm_spline(x, y, xp):
-    x, y, b, c, d = (xp.asarray(v) for v in simm_spline_coefficients(x, y))
-    n = x.shape[0]
-    inner = x[1:-1]
+    coefficients = simm_spline_coefficients(x, y)
 
     def f(t):
-        k = xp.clip(xp.searchsorted(inner, t, side="right"), 0, n - 2)
+        # As in _piecewise_linear: arrays in the precision of the call.
+        x, y, b, c, d = (xp.asarray(v) for v in coefficients)
+        k = xp.clip(xp.searchsorted(x[1:-1], t, side="right"), 0, x.shape[0] - 2)
         dx = t - x[k]
         inside = y[k] + dx * (b[k] + dx * (c[k] + dx * d[k]))
         below = y[0] + (t - x[0]) * b[0]

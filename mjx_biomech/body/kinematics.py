@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
@@ -54,6 +55,18 @@ class Kinematics:
     site_xpos: Array
 
 
+@dataclass(frozen=True)
+class _Motion:
+    """How each qpos entry moves the points of the bodies below its joint, in the world frame:
+    ``dp/dqpos_c = W_c (p − x_c) + t_c``. Hinges have ``W`` the cross-product matrix of their world
+    axis and ``x`` their world anchor; slides and free-joint positions a translation ``t``; the
+    quaternion entries of ball and free joints the derivative of their rotation, ``W = M R'_c Rᵀ Mᵀ``."""
+
+    W: Array  # (nq, 3, 3)
+    x: Array  # (nq, 3)
+    t: Array  # (nq, 3)
+
+
 class KinematicTree:
     """The static description of an ``MjModel``'s tree that :meth:`forward` walks."""
 
@@ -89,6 +102,14 @@ class KinematicTree:
         self.bodies = tuple(bodies)
         self.site_body = np.array(m.site_bodyid, dtype=int)
         self.model = m
+        # moves[b, a]: qpos entry a belongs to a joint of body b or of one of its ancestors.
+        moves = np.zeros((m.nbody, m.nq), dtype=bool)
+        for b in range(1, m.nbody):
+            moves[b] = moves[m.body_parentid[b]]
+            for j in range(m.body_jntadr[b], m.body_jntadr[b] + m.body_jntnum[b]):
+                adr = m.jnt_qposadr[j]
+                moves[b, adr : adr + _QPOS_SIZE[int(m.jnt_type[j])]] = True
+        self._moves = moves
 
     def forward(self, qpos: Array, body_scale: Array, site_offsets: Array | None = None, sites=None) -> Kinematics:
         """Walk the tree.
@@ -99,33 +120,69 @@ class KinematicTree:
             site_offsets: (S, 3) metres in the body frame, added after scaling; None for zeros.
             sites: optional index array selecting the sites to return (default: all).
         """
+        kin, _ = self._walk(qpos, body_scale, site_offsets, sites, motion=False)
+        return kin
+
+    def site_jacobian(
+        self, qpos: Array, body_scale: Array, site_offsets: Array | None = None, sites=None
+    ) -> tuple[Kinematics, Array]:
+        """:meth:`forward` and the derivative of the site positions with respect to qpos,
+        (S, 3, nq), in closed form (joint axes and lever arms, as MuJoCo's ``mj_jac``; for ball and
+        free joints, the derivative of the rotation with respect to the quaternion's entries)."""
+        kin, motion = self._walk(qpos, body_scale, site_offsets, sites, motion=True)
+        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
+        mask = self._moves[self.site_body[site_ids]]  # (S, nq)
+        lever = kin.site_xpos[:, None, :] - motion.x[None]  # (S, nq, 3)
+        jac = jnp.einsum("aij,saj->sia", motion.W, lever) + motion.t.T[None]
+        return kin, jnp.where(mask[:, None, :], jac, 0.0)
+
+    def _walk(self, qpos, body_scale, site_offsets, sites, motion: bool):
         dtype = jnp.result_type(qpos.dtype, body_scale.dtype)
         scaled = scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"))
         xpos = [jnp.zeros(3, dtype)] * self.nbody
         xmat = [jnp.eye(3, dtype=dtype)] * self.nbody
+        nq = self.model.nq
+        zero3, zero33 = jnp.zeros(3, dtype), jnp.zeros((3, 3), dtype)
+        W, X, Tr = [zero33] * nq, [zero3] * nq, [zero3] * nq
         for body in self.bodies:
             pmat, ppos = xmat[body.parent], xpos[body.parent]
             pos = ppos + pmat @ scaled["body_pos"][body.index] if body.pos.any() else ppos
             mat = pmat if np.allclose(body.rot, np.eye(3), atol=0) else pmat @ body.rot
             for jnt in body.joints:
-                q = qpos[jnt.qposadr]
+                a = jnt.qposadr
+                q = qpos[a]
                 if jnt.kind == mujoco.mjtJoint.mjJNT_FREE:
-                    pos = qpos[jnt.qposadr : jnt.qposadr + 3]
-                    mat = quat_to_mat(qpos[jnt.qposadr + 3 : jnt.qposadr + 7])
+                    pos = qpos[a : a + 3]
+                    quat = qpos[a + 3 : a + 7]
+                    mat = quat_to_mat(quat)
+                    if motion:
+                        eye = jnp.eye(3, dtype=dtype)
+                        for k in range(3):
+                            Tr[a + k] = eye[k]
+                        dR = jax.jacfwd(quat_to_mat)(quat)  # (3, 3, 4)
+                        for k in range(4):
+                            W[a + 3 + k], X[a + 3 + k] = dR[:, :, k] @ mat.T, pos
                 elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
-                    pos = pos + mat @ (jnt.axis * (q - jnt.qpos0))
+                    axis = mat @ jnt.axis
+                    pos = pos + axis * (q - jnt.qpos0)
+                    if motion:
+                        Tr[a] = axis
                 else:
                     if jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
                         rot = axis_angle_to_mat(jnt.axis, q - jnt.qpos0)
                     else:
-                        rot = quat_to_mat(qpos[jnt.qposadr : jnt.qposadr + 4])
-                    if jnt.anchor.any():
-                        anchor = scaled["jnt_pos"][jnt.index]
-                        xanchor = pos + mat @ anchor
-                        mat = mat @ rot
+                        rot = quat_to_mat(qpos[a : a + 4])
+                    anchor = scaled["jnt_pos"][jnt.index] if jnt.anchor.any() else None
+                    xanchor = pos if anchor is None else pos + mat @ anchor
+                    if motion and jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
+                        W[a], X[a] = _cross_matrix(mat @ jnt.axis), xanchor
+                    elif motion:
+                        dR = jax.jacfwd(quat_to_mat)(qpos[a : a + 4])
+                        for k in range(4):
+                            W[a + k], X[a + k] = mat @ dR[:, :, k] @ rot.T @ mat.T, xanchor
+                    mat = mat @ rot
+                    if anchor is not None:
                         pos = xanchor - mat @ anchor
-                    else:
-                        mat = mat @ rot
             xpos[body.index] = pos
             xmat[body.index] = mat
         xpos_a = jnp.stack(xpos)
@@ -143,4 +200,17 @@ class KinematicTree:
             site_xpos = jnp.concatenate(chunks)[np.argsort(by_body)]
         else:
             site_xpos = jnp.zeros((0, 3), dtype)
-        return Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos)
+        kin = Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos)
+        if not motion:
+            return kin, None
+        return kin, _Motion(W=jnp.stack(W), x=jnp.stack(X), t=jnp.stack(Tr))
+
+
+_QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4,
+              int(mujoco.mjtJoint.mjJNT_SLIDE): 1, int(mujoco.mjtJoint.mjJNT_HINGE): 1}
+
+
+def _cross_matrix(v: Array) -> Array:
+    """(3, 3) the matrix of ``u ↦ v × u``."""
+    zero = jnp.zeros((), v.dtype)
+    return jnp.array([[zero, -v[2], v[1]], [v[2], zero, -v[0]], [-v[1], v[0], zero]])

@@ -35,7 +35,14 @@ import numpy as np
 from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
-from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, IKProblem, frame_residuals, ik_problem
+from mjx_biomech.fitting.marker_objective import (
+    CoordinateTarget,
+    Frame,
+    IKProblem,
+    frame_linearisation,
+    frame_residuals,
+    ik_problem,
+)
 from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.frame_lm import solve_frame
 
@@ -127,16 +134,7 @@ class MarkerIK:
 
         def chunk(x, v, S, params, frames, first, weights, accuracy, max_iterations):
             def linearise(frame):
-                def with_value(q):
-                    # The residual rides along as auxiliary output: value and Jacobian in one pass.
-                    r = frame_residuals(model, self.site_ids, q, params, frame, weights)
-                    return r, r
-
-                def fn(q):
-                    J, r = jax.jacfwd(with_value, has_aux=True)(q)
-                    return r, J
-
-                return fn
+                return lambda q: frame_linearisation(model, self.site_ids, q, params, frame, weights)
 
             size = 3 * len(self.site_ids) + model.num_coordinates
 

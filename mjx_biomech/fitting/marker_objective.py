@@ -25,7 +25,7 @@ from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.losses import point_residuals
 
-__all__ = ["CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_residuals", "ik_problem"]
+__all__ = ["CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_linearisation", "frame_residuals", "ik_problem"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,27 @@ def frame_residuals(model, site_ids: np.ndarray, q: jax.Array, params: BodyParam
     """
     coords = jnp.where(weights.moving, q, frame.base)
     points = model.forward(coords, params, sites=site_ids).site_xpos
+    return _residuals(points, coords, frame, weights)
+
+
+def frame_linearisation(
+    model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`frame_residuals` (3M + C,) and their Jacobian with respect to ``q`` (3M + C, C).
+
+    The markers' Jacobian is the model's closed form (:meth:`BiomechModel.marker_jacobian`),
+    chained through the residuals' own (cheap) forward derivative; columns of coordinates that do
+    not move are zero.
+    """
+    coords = jnp.where(weights.moving, q, frame.base)
+    points, jac = model.marker_jacobian(coords, params, sites=site_ids)
+    moving = jnp.asarray(weights.moving, jac.dtype)
+    r, tangent = jax.linearize(lambda p, c: _residuals(p, c, frame, weights), points, coords)
+    J = jax.vmap(tangent, in_axes=(2, 0), out_axes=1)(jac * moving, jnp.diag(moving))
+    return r, J
+
+
+def _residuals(points, coords, frame: Frame, weights: Weights) -> jax.Array:
     observed = jnp.all(jnp.isfinite(frame.targets), axis=-1)
     total = jnp.sum(jnp.where(observed, weights.markers, 0.0))
     markers = point_residuals(points, frame.targets, weights.markers, delta_m=None)

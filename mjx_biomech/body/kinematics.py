@@ -58,11 +58,11 @@ class Kinematics:
 @dataclass(frozen=True)
 class _Motion:
     """How each qpos entry moves the points of the bodies below its joint, in the world frame:
-    ``dp/dqpos_c = W_c (p − x_c) + t_c``. Hinges have ``W`` the cross-product matrix of their world
-    axis and ``x`` their world anchor; slides and free-joint positions a translation ``t``; the
-    quaternion entries of ball and free joints the derivative of their rotation, ``W = M R'_c Rᵀ Mᵀ``."""
+    ``dp/dqpos_c = ω_c × (p − x_c) + t_c``. Hinges have ``ω`` their world axis and ``x`` their
+    world anchor; slides and free-joint positions a translation ``t``; the quaternion entries of
+    ball and free joints the rotation rate ``ω`` of their derivative (``dR/dq_c Rᵀ`` is skew)."""
 
-    W: Array  # (nq, 3, 3)
+    omega: Array  # (nq, 3)
     x: Array  # (nq, 3)
     t: Array  # (nq, 3)
 
@@ -132,9 +132,12 @@ class KinematicTree:
         kin, motion = self._walk(qpos, body_scale, site_offsets, sites, motion=True)
         site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
         mask = self._moves[self.site_body[site_ids]]  # (S, nq)
-        lever = kin.site_xpos[:, None, :] - motion.x[None]  # (S, nq, 3)
-        jac = jnp.einsum("aij,saj->sia", motion.W, lever) + motion.t.T[None]
-        return kin, jnp.where(mask[:, None, :], jac, 0.0)
+        w, t = motion.omega.T[None], motion.t.T[None]  # (1, 3, nq)
+        lever = kin.site_xpos[:, :, None] - motion.x.T[None]  # (S, 3, nq)
+        jac = jnp.stack([w[:, 1] * lever[:, 2] - w[:, 2] * lever[:, 1],
+                         w[:, 2] * lever[:, 0] - w[:, 0] * lever[:, 2],
+                         w[:, 0] * lever[:, 1] - w[:, 1] * lever[:, 0]], axis=1) + t
+        return kin, jac * mask[:, None, :]
 
     def _walk(self, qpos, body_scale, site_offsets, sites, motion: bool):
         dtype = jnp.result_type(qpos.dtype, body_scale.dtype)
@@ -142,8 +145,8 @@ class KinematicTree:
         xpos = [jnp.zeros(3, dtype)] * self.nbody
         xmat = [jnp.eye(3, dtype=dtype)] * self.nbody
         nq = self.model.nq
-        zero3, zero33 = jnp.zeros(3, dtype), jnp.zeros((3, 3), dtype)
-        W, X, Tr = [zero33] * nq, [zero3] * nq, [zero3] * nq
+        zero3 = jnp.zeros(3, dtype)
+        Om, X, Tr = [zero3] * nq, [zero3] * nq, [zero3] * nq
         for body in self.bodies:
             pmat, ppos = xmat[body.parent], xpos[body.parent]
             pos = ppos + pmat @ scaled["body_pos"][body.index] if body.pos.any() else ppos
@@ -161,7 +164,7 @@ class KinematicTree:
                             Tr[a + k] = eye[k]
                         dR = jax.jacfwd(quat_to_mat)(quat)  # (3, 3, 4)
                         for k in range(4):
-                            W[a + 3 + k], X[a + 3 + k] = dR[:, :, k] @ mat.T, pos
+                            Om[a + 3 + k], X[a + 3 + k] = _vee(dR[:, :, k] @ mat.T), pos
                 elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
                     axis = mat @ jnt.axis
                     pos = pos + axis * (q - jnt.qpos0)
@@ -175,11 +178,11 @@ class KinematicTree:
                     anchor = scaled["jnt_pos"][jnt.index] if jnt.anchor.any() else None
                     xanchor = pos if anchor is None else pos + mat @ anchor
                     if motion and jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
-                        W[a], X[a] = _cross_matrix(mat @ jnt.axis), xanchor
+                        Om[a], X[a] = mat @ jnt.axis, xanchor
                     elif motion:
                         dR = jax.jacfwd(quat_to_mat)(qpos[a : a + 4])
                         for k in range(4):
-                            W[a + k], X[a + k] = mat @ dR[:, :, k] @ rot.T @ mat.T, xanchor
+                            Om[a + k], X[a + k] = mat @ _vee(dR[:, :, k] @ rot.T), xanchor
                     mat = mat @ rot
                     if anchor is not None:
                         pos = xanchor - mat @ anchor
@@ -203,14 +206,13 @@ class KinematicTree:
         kin = Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos)
         if not motion:
             return kin, None
-        return kin, _Motion(W=jnp.stack(W), x=jnp.stack(X), t=jnp.stack(Tr))
+        return kin, _Motion(omega=jnp.stack(Om), x=jnp.stack(X), t=jnp.stack(Tr))
 
 
 _QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4,
               int(mujoco.mjtJoint.mjJNT_SLIDE): 1, int(mujoco.mjtJoint.mjJNT_HINGE): 1}
 
 
-def _cross_matrix(v: Array) -> Array:
-    """(3, 3) the matrix of ``u ↦ v × u``."""
-    zero = jnp.zeros((), v.dtype)
-    return jnp.array([[zero, -v[2], v[1]], [v[2], zero, -v[0]], [-v[1], v[0], zero]])
+def _vee(skew: Array) -> Array:
+    """(3,) the vector ``v`` of a skew-symmetric matrix, ``skew @ u = v × u``."""
+    return jnp.stack([skew[2, 1], skew[0, 2], skew[1, 0]])

@@ -304,7 +304,33 @@ class BiomechModel:
 
         dqpos, qpos = jax.jacfwd(qpos_of, has_aux=True)(coords)
         kin, jac = self._tree.site_jacobian(qpos, self.body_scales(params), params.offsets, sites)
-        return kin.site_xpos, jac @ dqpos
+        # d qpos / d coords is sparse: each coordinate moves its own qpos entry (four for the
+        # rotation vector of a ball or free joint) and the joints coupled to it.
+        adr, col = self._qpos_of_coordinates()
+        first = np.unique(col, return_index=True)[1]
+        out = jac[:, :, adr[first]] * dqpos[adr[first], col[first]]
+        for a, c in np.delete(np.stack([adr, col], 1), first, axis=0):
+            out = out.at[:, :, c].add(jac[:, :, a] * dqpos[a, c])
+        return kin.site_xpos, out
+
+    def _qpos_of_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(qpos entry, coordinate) pairs where d qpos / d coordinate may be nonzero, grouped by
+        coordinate, every coordinate present (a coordinate moving nothing pairs with entry 0)."""
+        pairs = []
+        for c, coord in enumerate(self.coordinates):
+            a = coord.qposadr
+            if coord.kind == "joint":
+                pairs.append((a, c))
+            elif coord.kind == "free" and coord.component < 3:
+                pairs.append((a + coord.component, c))
+            elif coord.kind in ("free", "ball"):
+                a = a + 3 if coord.kind == "free" else a
+                pairs += [(a + k, c) for k in range(4)]
+            pairs += [(d.qposadr, c) for d in self.dependents if d.input == c]
+            if not any(pc == c for _, pc in pairs):
+                pairs.append((0, c))
+        adr, col = np.array(pairs, dtype=int).T
+        return adr, col
 
     def forward_qpos(self, qpos, params: BodyParams, sites=None) -> Kinematics:
         """As :meth:`forward`, from a MuJoCo qpos (nq,)."""

@@ -23,7 +23,7 @@ import numpy as np
 from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
-from mjx_biomech.fitting.losses import point_residuals
+from mjx_biomech.fitting.losses import observation_weights
 
 __all__ = ["CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_linearisation", "frame_residuals", "ik_problem"]
 
@@ -82,22 +82,30 @@ def frame_linearisation(
     """:func:`frame_residuals` (3M + C,) and their Jacobian with respect to ``q`` (3M + C, C).
 
     The markers' Jacobian is the model's closed form (:meth:`BiomechModel.marker_jacobian`),
-    chained through the residuals' own (cheap) forward derivative; columns of coordinates that do
-    not move are zero.
+    weighted as :func:`_residuals` weights the markers; columns of coordinates that do not move
+    are zero.
     """
     coords = jnp.where(weights.moving, q, frame.base)
     points, jac = model.marker_jacobian(coords, params, sites=site_ids)
     moving = jnp.asarray(weights.moving, jac.dtype)
-    r, tangent = jax.linearize(lambda p, c: _residuals(p, c, frame, weights), points, coords)
-    J = jax.vmap(tangent, in_axes=(2, 0), out_axes=1)(jac * moving, jnp.diag(moving))
-    return r, J
+    scale = _marker_scale(frame, weights)
+    J = jnp.concatenate([(scale[:, None, None] * jac * moving).reshape(-1, jac.shape[-1]),
+                         jnp.diag(jnp.sqrt(weights.coordinates) * moving)])
+    return _residuals(points, coords, frame, weights), J
+
+
+def _marker_scale(frame: Frame, weights: Weights):
+    """(M,) the factor of each marker's residual, √(w_m / Σ w) over the observed markers (0 where
+    not observed)."""
+    _, w = observation_weights(frame.targets, weights.markers)
+    total = jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
+    return jnp.sqrt(w / total)
 
 
 def _residuals(points, coords, frame: Frame, weights: Weights) -> jax.Array:
-    observed = jnp.all(jnp.isfinite(frame.targets), axis=-1)
-    total = jnp.sum(jnp.where(observed, weights.markers, 0.0))
-    markers = point_residuals(points, frame.targets, weights.markers, delta_m=None)
-    markers = markers / jnp.sqrt(jnp.maximum(total, jnp.finfo(total.dtype).tiny))
+    scale = _marker_scale(frame, weights)
+    targets, _ = observation_weights(frame.targets, weights.markers)
+    markers = scale[:, None] * (points - targets)
     tasks = jnp.sqrt(weights.coordinates) * (coords - frame.coordinate_targets)
     return jnp.concatenate([markers.ravel(), tasks])
 

@@ -40,8 +40,8 @@ from mjx_biomech.fitting.marker_objective import (
     Frame,
     IKProblem,
     frame_linearisation,
-    frame_residuals,
     ik_problem,
+    points_residuals,
 )
 from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.frame_lm import solve_frame
@@ -155,7 +155,7 @@ class MarkerIK:
             (x, v, S), (q, iterations, converged) = jax.lax.scan(one, (x, v, S), (frames, first))
             coords = jnp.where(weights.moving, q, frames.base)
             points = jax.vmap(lambda c: model.forward(c, params, sites=self.site_ids).site_xpos)(coords)
-            r = jax.vmap(lambda c, f: frame_residuals(model, self.site_ids, c, params, f, weights))(coords, frames)
+            r = jax.vmap(lambda p, c, f: points_residuals(p, c, f, weights))(points, coords, frames)
             return (x, v, S), (coords, 0.5 * jnp.sum(r * r, axis=1), iterations, converged, points)
 
         self._chunk = jax.jit(chunk)

@@ -25,7 +25,10 @@ from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.losses import observation_weights
 
-__all__ = ["CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_linearisation", "frame_residuals", "ik_problem"]
+__all__ = [
+    "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_linearisation",
+    "frame_residuals", "ik_problem", "points_residuals",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,7 @@ def frame_residuals(model, site_ids: np.ndarray, q: jax.Array, params: BodyParam
     """
     coords = jnp.where(weights.moving, q, frame.base)
     points = model.forward(coords, params, sites=site_ids).site_xpos
-    return _residuals(points, coords, frame, weights)
+    return points_residuals(points, coords, frame, weights)
 
 
 def frame_linearisation(
@@ -82,7 +85,7 @@ def frame_linearisation(
     """:func:`frame_residuals` (3M + C,) and their Jacobian with respect to ``q`` (3M + C, C).
 
     The markers' Jacobian is the model's closed form (:meth:`BiomechModel.marker_jacobian`),
-    weighted as :func:`_residuals` weights the markers; columns of coordinates that do not move
+    weighted as :func:`points_residuals` weights the markers; columns of coordinates that do not move
     are zero.
     """
     coords = jnp.where(weights.moving, q, frame.base)
@@ -91,7 +94,7 @@ def frame_linearisation(
     scale = _marker_scale(frame, weights)
     J = jnp.concatenate([(scale[:, None, None] * jac * moving).reshape(-1, jac.shape[-1]),
                          jnp.diag(jnp.sqrt(weights.coordinates) * moving)])
-    return _residuals(points, coords, frame, weights), J
+    return points_residuals(points, coords, frame, weights), J
 
 
 def _marker_scale(frame: Frame, weights: Weights):
@@ -102,7 +105,8 @@ def _marker_scale(frame: Frame, weights: Weights):
     return jnp.sqrt(w / total)
 
 
-def _residuals(points, coords, frame: Frame, weights: Weights) -> jax.Array:
+def points_residuals(points, coords, frame: Frame, weights: Weights) -> jax.Array:
+    """:func:`frame_residuals` from the tracked markers' positions ``points`` (M, 3) at ``coords`` (C,)."""
     scale = _marker_scale(frame, weights)
     targets, _ = observation_weights(frame.targets, weights.markers)
     markers = scale[:, None] * (points - targets)

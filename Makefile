@@ -1,11 +1,13 @@
+# The interpreter .venv is made with; CI runs the full suite on python3 = 3.11 (make test PYTHON=python3.12 to choose).
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test smoke-wheel bench clean
 
 $(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[all]"
 	touch $(STAMP)
@@ -17,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the built wheel, installed with [all] in a fresh virtualenv on the newest Python 3.11-3.13 here
+smoke-wheel:
+	bash .ci/smoke_wheel.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/fk.py

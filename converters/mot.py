@@ -8,6 +8,10 @@ Two header styles exist and both are read:
   ``version=3``, then ``endheader``.
 
 Either is followed by one line of column labels starting with ``time`` and one row per frame.
+A label that repeats (OpenSim's own IK output repeats its ground-reaction columns) keeps its
+name on its first column; later columns become ``<label>_2``, ``<label>_3``, ... (the first
+such name not already a label), with a warning. A value may be ``NaN`` (missing), never
+infinite; times are finite and strictly increase.
 Degrees appear only in files; inside the project rotational coordinates are radians and
 translations metres (``write_mot`` takes internal units and says which columns rotate, since a
 file cannot tell a rotation from a translation or a coupled coordinate).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -94,8 +99,9 @@ def read_mot(path: str | os.PathLike) -> MotionTable:
 
     Raises:
       InputError: naming the file, and the line where it applies, for a missing ``endheader``,
-        a label line not starting with ``time``, a row of the wrong length, a non-numeric value,
-        times that do not strictly increase, or ``nRows``/``nColumns`` disagreeing with the data.
+        a label line not starting with ``time``, a row of the wrong length, a non-numeric or
+        infinite value, times that are NaN or do not strictly increase, or ``nRows``/``nColumns``
+        disagreeing with the data.
     """
     path = Path(path)
     lines = read_text_lines(path)
@@ -127,7 +133,10 @@ def read_mot(path: str | os.PathLike) -> MotionTable:
             raise InputError(
                 f"{path}, line {lineno}: {len(cells)} values; expected {len(labels)} (one per column label)"
             )
-        rows.append([_parse_float(path, lineno, label, cell) for label, cell in zip(labels, cells)])
+        row = [_parse_float(path, lineno, label, cell) for label, cell in zip(labels, cells)]
+        if np.isnan(row[0]):
+            raise InputError(f"{path}, line {lineno}, column {labels[0]!r}: {cells[0]!r} is not a time")
+        rows.append(row)
         row_lines.append(lineno)
 
     data = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels))
@@ -275,21 +284,38 @@ def _parse_header(path: Path, lines: list[str]) -> dict:
 
 
 def _split_labels(path: Path, lineno: int, line: str) -> list[str]:
+    """The column labels, a repeated label made distinct (see ``read_mot``) with a warning."""
     # OpenSim 4 separates labels by tabs (a label may then hold spaces); SIMM files by any whitespace.
     labels = [s.strip() for s in line.strip().split("\t")] if "\t" in line else line.split()
     if any(not s for s in labels):
         raise InputError(f"{path}, line {lineno}: an empty column label between tabs")
-    if len(set(labels)) != len(labels):
-        duplicates = sorted({s for s in labels if labels.count(s) > 1})
-        raise InputError(f"{path}, line {lineno}: duplicate column labels {duplicates}")
-    return labels
+    seen = set(labels)
+    if len(seen) == len(labels):
+        return labels
+    distinct, renamed = [], []
+    for label in labels:
+        if label in distinct:
+            k = 2
+            while f"{label}_{k}" in seen:
+                k += 1
+            renamed.append(f"{label} -> {label}_{k}")
+            label = f"{label}_{k}"
+            seen.add(label)
+        distinct.append(label)
+    warnings.warn(f"{path}, line {lineno}: repeated column labels renamed ({', '.join(renamed)}); "
+                  "the first column of a label keeps it", stacklevel=3)
+    return distinct
 
 
 def _parse_float(path: Path, lineno: int, label: str, cell: str) -> float:
+    """The cell's value: a number or NaN (a missing value, as OpenSim writes it), never infinite."""
     try:
-        return float(cell)
+        value = float(cell)
     except ValueError:
         raise InputError(f"{path}, line {lineno}, column {label!r}: {cell!r} is not a number") from None
+    if np.isinf(value):
+        raise InputError(f"{path}, line {lineno}, column {label!r}: {cell!r} is not a finite number")
+    return value
 
 
 def _parse_bool(path: Path, text: str) -> bool:

@@ -11,6 +11,27 @@ dependent joint whose value is its exact function of one coordinate, kept in the
 dynamics. The whole tree hangs under the ground body, turned +90° about X, because OpenSim is
 Y-up and MuJoCo Z-up: OpenSim ground point ``p`` is world point ``(p_x, -p_z, p_y)``.
 
+What MuJoCo cannot take as it is, converted so that kinematics stay exact, each with one warning:
+
+- A moving body (its joint has a degree of freedom) whose mass or a principal moment of inertia
+  is below ``LIGHTEST`` (point masses, massless links) gets ``LIGHTEST`` there: MuJoCo refuses
+  moving bodies below 1e-15 (mjMINVAL), and ``LIGHTEST`` stays above that when the body is
+  scaled down to a tenth (inertia scales by s⁵).
+- Constraints other than coordinate couplers (``WeldConstraint``, ``PointOnLineConstraint``, ...)
+  are listed in the metadata (``opensim.unenforced_constraints``); MuJoCo's dynamics do not
+  enforce them, and positions for given coordinates are OpenSim's, constraints or not.
+- Coordinates OpenSim prescribes as a function of time are free coordinates, listed in
+  ``opensim.prescribed_coordinates``.
+- Contact geometry becomes geoms that collide with nothing, in geom group 3 and named after it
+  (``ContactSphere``: sphere, ``ContactHalfSpace``: plane, ``ContactMesh``: mesh); contact forces
+  are not converted. Other contact geometry is skipped.
+- Meshes are found next to the model, in its ``Geometry`` folder or in ``../Geometry``; those
+  missing or in a format MuJoCo does not read (``.vtp``) are skipped, in one warning that says
+  how many and where they were looked for.
+
+A model that cannot be converted exactly (a joint or function type with no MuJoCo form) raises
+:class:`~mjx_biomech.InputError` naming the element.
+
 :func:`export` writes a model back to ``.osim``, scaled.
 """
 
@@ -27,16 +48,18 @@ import numpy as np
 
 from converters.opensim_frame import GROUND_QUAT, xml_numbers, y_up_to_z_up
 from converters.osim_export import export
-from converters.osim_parse import Axis, Joint, OsimModel, read_osim
+from converters.osim_parse import CONTACT_GEOMETRY, Axis, Geometry, Joint, OsimModel, read_osim
 from mjx_biomech.body import functions
 from mjx_biomech.body.metadata import METADATA_NAME
+from mjx_biomech.body.static_model import relocate_assets
 from mjx_biomech.errors import InputError
 from mjx_biomech.io import write_text_atomic
 
-__all__ = ["export", "to_mjcf"]
+__all__ = ["LIGHTEST", "export", "to_mjcf"]
 
 _MESH_FORMATS = (".stl", ".obj", ".msh")
 _EQUALITY_DEGREE = 4  # MuJoCo joint equalities hold a quartic
+LIGHTEST = 1e-10  # kg and kg m^2: the least mass and principal moment a moving body is given
 
 
 def _quat(rotation: np.ndarray) -> np.ndarray:
@@ -64,6 +87,12 @@ def _physical_inertia(inertia) -> bool:
     principal = np.linalg.eigvalsh([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
     tolerance = 1e-12 * max(1.0, float(np.max(np.abs(principal))))
     return bool(principal[0] >= -tolerance and principal[0] + principal[1] >= principal[2] - tolerance)
+
+
+def _turn(rotation) -> np.ndarray:
+    turn = np.eye(4)
+    turn[:3, :3] = rotation
+    return turn
 
 
 def _is_identity(fn: dict) -> bool:
@@ -99,12 +128,36 @@ def _motion(joint: Joint, coordinate: str) -> str:
     return "rotational" if "rotation" in kinds or not kinds else "translational"
 
 
-def _find_mesh(model: OsimModel, name: str) -> Path | None:
+def _mesh_folders(model: OsimModel) -> tuple[Path, ...]:
     folder = model.path.parent
-    for candidate in (folder / name, folder / "Geometry" / name, folder.parent / "Geometry" / name):
+    return folder, folder / "Geometry", folder.parent / "Geometry"
+
+
+def _find_mesh(model: OsimModel, name: str) -> Path | None:
+    for folder in _mesh_folders(model):
+        candidate = folder / name
         if candidate.is_file():
             return candidate.resolve()
     return None
+
+
+def _inertial(el: ET.Element, mass: float, mass_center, inertia, moving: bool) -> bool:
+    """Write ``<inertial>``; a moving body lighter than LIGHTEST gets LIGHTEST. True if it did."""
+    xx, yy, zz, xy, xz, yz = inertia
+    moments, axes = np.linalg.eigh([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    light = moving and (mass < LIGHTEST or moments[0] < LIGHTEST)
+    mass = max(float(mass), LIGHTEST) if light else float(mass)
+    inertial = ET.SubElement(el, "inertial", pos=xml_numbers(mass_center), mass=repr(mass))
+    if light:
+        if np.linalg.det(axes) < 0:
+            axes[:, 0] *= -1
+        inertial.set("diaginertia", xml_numbers(np.maximum(moments, LIGHTEST)))
+        inertial.set("quat", xml_numbers(_quat(axes)))
+    elif any(inertia[3:]):
+        inertial.set("fullinertia", xml_numbers(inertia))
+    else:
+        inertial.set("diaginertia", xml_numbers(inertia[:3]))
+    return light
 
 
 class _Builder:
@@ -125,6 +178,8 @@ class _Builder:
         self.coordinate_index: dict[str, dict] = {}
         self.dependents: list[dict] = []
         self.frame_bodies: dict[str, str] = {}
+        self.light_bodies: list[str] = []
+        self.unbalanced: list[str] = []  # bodies whose inertia violates the triangle inequality
         self.joint_ranges: dict[str, tuple[float, float]] = {}
         self.children: dict[str, list[Joint]] = {}
         for joint in model.joints:
@@ -172,14 +227,10 @@ class _Builder:
         b = model.bodies[child_name]
         if not _physical_inertia(b.inertia):
             # OpenSim accepts such tensors; MuJoCo needs a physically possible one.
-            warnings.warn(f"{model.path}: <Body name={child_name!r}> inertia {list(b.inertia)} violates the triangle "
-                          "inequality; MuJoCo's balanceinertia adjusts it (the .osim keeps the original)", stacklevel=4)
+            self.unbalanced.append(child_name)
             self.root.find("compiler").set("balanceinertia", "true")
-        inertial = ET.SubElement(body, "inertial", pos=xml_numbers(b.mass_center), mass=repr(float(b.mass)))
-        if any(b.inertia[3:]):
-            inertial.set("fullinertia", xml_numbers(b.inertia))
-        else:
-            inertial.set("diaginertia", xml_numbers(b.inertia[:3]))
+        if _inertial(body, b.mass, b.mass_center, b.inertia, moving=len(holder.findall("joint")) > 0):
+            self.light_bodies.append(child_name)
         self._emit_children(child)
 
     def _emit_axis(self, holder: ET.Element, joint: Joint, axis: Axis) -> None:
@@ -209,39 +260,87 @@ class _Builder:
             pos = x[:3, :3] @ np.asarray(marker.location) + x[:3, 3]
             ET.SubElement(self.bodies[base], "site", name=self._unique(marker.name, f"<Marker name={marker.name!r}>"),
                           pos=xml_numbers(pos), size="0.008", rgba="1 0.2 0.2 1")
+        unreadable: list[str] = []
         for i, geometry in enumerate(model.geometry):
-            base, x = model.frame_in_base(geometry.frame)
-            p = geometry.params
-            scale = np.asarray(p["scale"])
-            attrs = {"contype": "0", "conaffinity": "0", "group": "1"}
-            if geometry.kind == "Mesh":
-                found = _find_mesh(model, p["file"])
-                if found is None or found.suffix.lower() not in _MESH_FORMATS:
-                    why = "not found next to the model or in its Geometry folder" if found is None else \
-                        f"MuJoCo reads only {', '.join(_MESH_FORMATS)} meshes"
-                    warnings.warn(f"{model.path}: skipping mesh {p['file']!r} of {geometry.frame!r}: {why}", stacklevel=3)
-                    continue
-                mesh = f"mesh{i}_{found.stem}"
-                ET.SubElement(self.asset, "mesh", name=mesh, file=str(found), scale=xml_numbers(scale))
-                attrs.update(type="mesh", mesh=mesh)
-            elif geometry.kind == "Sphere":
-                if not np.all(scale == scale[0]):
-                    raise InputError(f"{model.path}: Sphere {p['name']!r} on {geometry.frame!r}: expected equal scale factors")
-                attrs.update(type="sphere", size=xml_numbers([p["radius"] * scale[0]]))
-            elif geometry.kind == "Ellipsoid":
-                attrs.update(type="ellipsoid", size=xml_numbers(np.asarray(p["radii"]) * scale))
-            elif geometry.kind == "Brick":
-                attrs.update(type="box", size=xml_numbers(np.asarray(p["half_lengths"]) * scale))
-            elif geometry.kind == "Cylinder":
-                if scale[0] != scale[2]:
-                    raise InputError(f"{model.path}: Cylinder {p['name']!r} on {geometry.frame!r}: expected equal x and z scale factors")
-                # OpenSim cylinders lie along their frame's Y axis, MuJoCo's along Z.
-                turn = np.eye(4)
-                turn[:3, :3] = [[1, 0, 0], [0, 0, -1], [0, 1, 0]]
-                x = x @ turn
-                attrs.update(type="cylinder", size=xml_numbers((p["radius"] * scale[0], p["half_height"] * scale[1])))
-            geom = ET.SubElement(self.bodies[base], "geom", **attrs)
-            _place(geom, x)
+            shape = self._geom(i, geometry, unreadable)
+            if shape is not None:
+                self._attach(geometry.frame, *shape)
+        skipped = []
+        for i, contact in enumerate(model.contact_geometry, start=len(model.geometry)):
+            if contact.kind not in CONTACT_GEOMETRY:
+                skipped.append(f"{contact.kind} {contact.params['name']!r}")
+                continue
+            shape = self._contact_geom(i, contact, unreadable)
+            if shape is not None:
+                shape[0]["name"] = self._unique(contact.params["name"], f"<{contact.kind} name={contact.params['name']!r}>")
+                self._attach(contact.frame, *shape)
+        if unreadable:
+            folders = ", ".join(str(f) for f in _mesh_folders(model))
+            warnings.warn(f"{model.path}: skipped {len(unreadable)} mesh{'' if len(unreadable) == 1 else 'es'} not "
+                          f"found as {', '.join(_MESH_FORMATS)} files (MuJoCo does not read .vtp) in {folders}: "
+                          f"{', '.join(sorted(set(unreadable)))}", stacklevel=3)
+        if skipped:
+            warnings.warn(f"{model.path}: skipped {len(skipped)} contact geometries MuJoCo has no geom for: "
+                          f"{', '.join(skipped)}", stacklevel=3)
+
+    def _attach(self, frame: str, attrs: dict, local: np.ndarray) -> None:
+        """A geom with ``attrs`` at pose ``local`` (4x4) in OpenSim frame ``frame``."""
+        base, x = self.model.frame_in_base(frame)
+        geom = ET.SubElement(self.bodies[base], "geom", **attrs)
+        _place(geom, x @ local)
+
+    def _mesh(self, i: int, file: str, scale, unreadable: list[str]) -> dict | None:
+        found = _find_mesh(self.model, file)
+        if found is None or found.suffix.lower() not in _MESH_FORMATS:
+            unreadable.append(file)
+            return None
+        mesh = f"mesh{i}_{found.stem}"
+        ET.SubElement(self.asset, "mesh", name=mesh, file=str(found), scale=xml_numbers(scale))
+        return {"type": "mesh", "mesh": mesh}
+
+    def _geom(self, i: int, geometry: Geometry, unreadable: list[str]) -> tuple[dict, np.ndarray] | None:
+        """The attributes of the (visual) geom of attached geometry and its pose in the frame; None if skipped."""
+        p = geometry.params
+        scale = np.asarray(p["scale"])
+        attrs, local = {"contype": "0", "conaffinity": "0", "group": "1"}, np.eye(4)
+        where = f"{self.model.path}: {geometry.kind} {p['name']!r} on {geometry.frame!r}"
+        if geometry.kind == "Mesh":
+            shape = self._mesh(i, p["file"], scale, unreadable)
+            if shape is None:
+                return None
+            attrs.update(shape)
+        elif geometry.kind == "Sphere":
+            if not np.all(scale == scale[0]):
+                raise InputError(f"{where}: expected equal scale factors")
+            attrs.update(type="sphere", size=xml_numbers([p["radius"] * scale[0]]))
+        elif geometry.kind == "Ellipsoid":
+            attrs.update(type="ellipsoid", size=xml_numbers(np.asarray(p["radii"]) * scale))
+        elif geometry.kind == "Brick":
+            attrs.update(type="box", size=xml_numbers(np.asarray(p["half_lengths"]) * scale))
+        elif geometry.kind == "Cylinder":
+            if scale[0] != scale[2]:
+                raise InputError(f"{where}: expected equal x and z scale factors")
+            # OpenSim cylinders lie along their frame's Y axis, MuJoCo's along Z.
+            attrs.update(type="cylinder", size=xml_numbers((p["radius"] * scale[0], p["half_height"] * scale[1])))
+            local = _turn([[1, 0, 0], [0, 0, -1], [0, 1, 0]])
+        return attrs, local
+
+    def _contact_geom(self, i: int, contact: Geometry, unreadable: list[str]) -> tuple[dict, np.ndarray] | None:
+        """The attributes of the geom of contact geometry (collides with nothing, group 3) and its
+        pose in the frame; None if skipped."""
+        attrs, local = {"contype": "0", "conaffinity": "0", "group": "3"}, contact.params["transform"]
+        if contact.kind == "ContactSphere":
+            attrs.update(type="sphere", size=xml_numbers([contact.params["radius"]]))
+        elif contact.kind == "ContactHalfSpace":
+            # OpenSim's half-space is x > 0 of its frame, its surface facing -x; a MuJoCo plane faces +z.
+            attrs.update(type="plane", size="0 0 1")
+            local = local @ _turn([[0, 0, -1], [0, 1, 0], [1, 0, 0]])
+        else:
+            shape = self._mesh(i, contact.params["file"], np.ones(3), unreadable)
+            if shape is None:
+                return None
+            attrs.update(shape)
+        return attrs, local
 
     def emit_equalities(self) -> None:
         """Joint equalities so MuJoCo's dynamics follow the coordinate functions (quartic fits)."""
@@ -286,20 +385,44 @@ class _Builder:
                 "frame_bodies": self.frame_bodies,
                 "coupled_coordinates": [{"name": name, "input": source, "function": fn}
                                         for name, (source, fn) in self.couplings.items()],
+                "unenforced_constraints": [{"name": c.name, "type": c.type} for c in model.constraints],
+                "prescribed_coordinates": list(model.prescribed),
+                "lightened_bodies": self.light_bodies,
             },
         }
+
+    def warn(self) -> None:
+        """One warning per kind of change that MuJoCo needed (see the module docstring)."""
+        model = self.model
+        if self.unbalanced:
+            warnings.warn(f"{model.path}: bodies {self.unbalanced} have inertias that violate the triangle inequality; "
+                          "MuJoCo's balanceinertia adjusts them (the .osim keeps the originals)", stacklevel=3)
+        if self.light_bodies:
+            warnings.warn(f"{model.path}: moving bodies {self.light_bodies} have a mass or principal moment of "
+                          f"inertia below {LIGHTEST}, which MuJoCo refuses; they get {LIGHTEST} kg or kg m^2 there "
+                          "(kinematics unchanged)", stacklevel=3)
+        if model.constraints:
+            listed = ", ".join(f"{c.type} {c.name!r}" for c in model.constraints)
+            warnings.warn(f"{model.path}: constraints MuJoCo's dynamics will not enforce (kept in the metadata; "
+                          f"positions for given coordinates are exact): {listed}", stacklevel=3)
+        if model.prescribed:
+            warnings.warn(f"{model.path}: coordinates OpenSim prescribes as functions of time are free coordinates "
+                          f"in MuJoCo: {model.prescribed}", stacklevel=3)
 
 
 def to_mjcf(osim_path: str | Path, out_path: str | Path | None = None) -> str:
     """Convert the OpenSim model at ``osim_path`` to MJCF; return the XML text.
 
-    When ``out_path`` is given the text is also written there (atomically). Unsupported
-    elements raise :class:`mjx_biomech.InputError` naming the file and the element.
+    Without ``out_path`` meshes are referenced by absolute path. With ``out_path`` the text is
+    written there (atomically), its meshes copied into ``<out stem>_assets/`` beside it and
+    referenced relative to it (so the folder can move), and that text is returned.
+    Unsupported elements raise :class:`mjx_biomech.InputError` naming the file and the element.
     """
     model = read_osim(osim_path)
     builder = _Builder(model)
     builder.emit_sites_and_geoms()
     builder.emit_equalities()
+    builder.warn()
     if len(builder.asset) == 0:
         builder.root.remove(builder.asset)
     custom = ET.SubElement(builder.root, "custom")
@@ -310,8 +433,11 @@ def to_mjcf(osim_path: str | Path, out_path: str | Path | None = None) -> str:
         mujoco.MjModel.from_xml_string(xml)
     except ValueError as exc:
         raise InputError(f"{osim_path}: MuJoCo rejects the converted model: {exc}") from None
-    if out_path is not None:
-        write_text_atomic(out_path, xml)
+    if out_path is None:
+        return xml
+    if relocate_assets(builder.root, model.path.parent, out_path):
+        xml = ET.tostring(builder.root, encoding="unicode")
+    write_text_atomic(out_path, xml)
     return xml
 
 

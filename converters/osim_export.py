@@ -8,7 +8,8 @@ translations, marker locations, geometry scale factors and mass centres by the s
 body they are fixed in; masses by s³ and inertias by s⁵; every translation axis that the
 converter made a dependent joint multiplied (MultiplierFunction) by its parent body's scale,
 as the core scales those joints. Marker offsets (``params.offsets``, metres in the body frame)
-are added to marker locations. Plain XML editing keeps every other element as it was.
+are added to marker locations. Plain XML editing keeps every other element as it was; an
+OpenSim 3 source is written in the OpenSim 4 form OpenSim upgrades it to.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from converters import osim_build
 from converters.opensim_frame import xml_numbers
-from converters.osim_parse import read_osim
+from converters.osim_parse import read_document, read_osim
 from mjx_biomech.errors import InputError
 from mjx_biomech.io import atomic_write
 
@@ -95,7 +96,7 @@ def export(model, params, path: str | Path) -> Path:
                              "only isotropic body scales can be written to .osim")
         return float(s[0])
 
-    tree = ET.parse(source)
+    tree = ET.ElementTree(read_document(source))
     root = tree.getroot().find("Model")
     owners = [("/ground", root.find("Ground"))]
     owners += [(f"/bodyset/{b.get('name')}", b) for b in _children(root, "BodySet/objects")]

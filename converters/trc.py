@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from mjx_biomech.io import atomic_write, check_increasing_rows, check_times_argu
 
 __all__ = ["TrcData", "read_trc", "write_trc"]
 
+# Frame numbers are whole numbers that a float64 holds exactly.
+_MAX_FRAME = 2**53
 # Metres per file unit.
 _UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 _HEADER_KEYS = (
@@ -104,7 +107,8 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
     Raises:
       InputError: naming the file and line for a malformed header, NumMarkers disagreeing with the
         marker labels, unknown Units, a row with fewer than 2 + 3 x NumMarkers columns, a
-        non-numeric value, times that do not strictly increase, or NumFrames disagreeing with the rows.
+        non-numeric or infinite value, a NaN time, or frame numbers or times that do not strictly
+        increase. NumFrames disagreeing with the rows is a warning (OpenSim reads the rows too).
     """
     path = Path(path)
     lines = read_text_lines(path)
@@ -154,10 +158,14 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
                 f"{path}, line {lineno}: {len(cells)} columns; expected {width} for NumMarkers={num_markers}"
             )
         frame = _parse_number(path, lineno, "Frame#", cells[0], allow_empty=False)
-        if not np.isfinite(frame) or frame != int(frame):
-            raise InputError(f"{path}, line {lineno}, column 'Frame#': {cells[0]!r} is not a whole number")
+        if not (np.isfinite(frame) and frame == int(frame) and 0 <= frame <= _MAX_FRAME):
+            raise InputError(f"{path}, line {lineno}, column 'Frame#': {cells[0]!r} is not a whole number "
+                             f"from 0 to {_MAX_FRAME}")
+        if frames and frame <= frames[-1]:
+            raise InputError(f"{path}, line {lineno}, column 'Frame#': frame {int(frame)} follows frame "
+                             f"{frames[-1]} (line {row_lines[-1]}); frame numbers must strictly increase")
         frames.append(int(frame))
-        times.append(_parse_number(path, lineno, "Time", cells[1], allow_empty=False))
+        times.append(_parse_number(path, lineno, "Time", cells[1], allow_empty=False, allow_nan=False))
         rows.append(
             [
                 _parse_number(path, lineno, f"{names[k // 3]} {'XYZ'[k % 3]}", cell)
@@ -169,7 +177,9 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
     times_arr = np.array(times, dtype=np.float64)
     check_increasing_rows(path, times_arr, row_lines)
     if len(rows) != num_frames:
-        raise InputError(f"{path}: NumFrames={num_frames} (line 3) but the file has {len(rows)} data rows")
+        # OpenSim's TRCFileAdapter reads the rows there are (Pose2Sim's filtered files say one too many).
+        warnings.warn(f"{path}: NumFrames={num_frames} (line 3) but the file has {len(rows)} data rows; "
+                      "reading the rows", stacklevel=2)
 
     positions = np.array(rows, dtype=np.float64).reshape(len(rows), num_markers, 3)
     positions[np.isnan(positions).any(axis=-1)] = np.nan
@@ -306,12 +316,17 @@ def _header_number(path: Path, metadata: dict, key: str, kind: type):
     return value
 
 
-def _parse_number(path: Path, lineno: int, column: str, cell: str, allow_empty: bool = True) -> float:
-    """The cell's value; an empty cell is a missing marker coordinate (NaN) where allowed."""
+def _parse_number(path: Path, lineno: int, column: str, cell: str, allow_empty: bool = True,
+                  allow_nan: bool = True) -> float:
+    """The cell's value; an empty or NaN cell is a missing marker coordinate (NaN) where allowed.
+    Infinities are never allowed."""
     cell = cell.strip()
     if not cell and allow_empty:
         return float("nan")
     try:
-        return float(cell)
+        value = float(cell)
     except ValueError:
         raise InputError(f"{path}, line {lineno}, column {column!r}: {cell!r} is not a number") from None
+    if np.isinf(value) or (np.isnan(value) and not allow_nan):
+        raise InputError(f"{path}, line {lineno}, column {column!r}: {cell!r} is not a finite number")
+    return value

@@ -49,6 +49,10 @@ def read_text_lines(path: Path) -> list[str]:
         return Path(path).read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:  # a path with a NUL character
+        raise InputError(f"{path}: not a usable path ({e})") from None
 
 
 def check_increasing_rows(path: Path, times, row_lines: list[int]) -> None:

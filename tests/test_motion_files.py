@@ -216,6 +216,53 @@ def test_mot_errors_name_file_and_line(tmp_path):
         read_mot(path)
 
 
+def test_mot_infinite_values_and_nan_times_are_refused_naming_line_and_column(tmp_path):
+    path = tmp_path / "bad.mot"
+    cases = [
+        ([["0", "1", "2"], ["0.01", "inf", "2"]], r"line 9, column 'knee_angle_r': 'inf' is not a finite number"),
+        ([["0", "1", "2"], ["0.01", "1", "-Infinity"]], r"line 9, column 'pelvis_tx': '-Infinity' is not a finite"),
+        ([["0", "1", "2"], ["nan", "1", "2"]], r"line 9, column 'time': 'nan' is not a time"),
+        ([["0", "1", "2"], ["inf", "1", "2"]], r"line 9, column 'time': 'inf' is not a finite number"),
+    ]
+    for rows, message in cases:
+        path.write_text(_mot_text(rows))
+        with pytest.raises(InputError, match=re.escape(str(path)) + r".*" + message):
+            read_mot(path)
+    path.write_text(_mot_text([["0", "nan", "2"]], header="version=1\nnRows=1\nnColumns=3\nendheader\n"))
+    assert np.isnan(read_mot(path).values[0, 0])  # a missing value, as OpenSim writes it
+
+
+def test_mot_repeated_labels_keep_every_column_distinct_by_suffix_with_a_warning(tmp_path):
+    # OpenSim's own IK reference output repeats its ground-reaction labels, once per foot.
+    path = tmp_path / "repeated.mot"
+    path.write_text("ik\nnRows=2\nnColumns=6\nendheader\n"
+                    "time\tforce_vx\tforce_vx_2\tforce_vx\tknee\tforce_vx\n"
+                    "0.0\t1\t2\t3\t4\t5\n0.1\t6\t7\t8\t9\t10\n")
+    with pytest.warns(UserWarning, match=r"repeated\.mot, line 5: repeated column labels renamed "
+                                          r"\(force_vx -> force_vx_3, force_vx -> force_vx_4\)"):
+        table = read_mot(path)
+    assert table.names == ("force_vx", "force_vx_2", "force_vx_3", "knee", "force_vx_4")
+    np.testing.assert_array_equal(table.values, [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    np.testing.assert_array_equal(table.column("force_vx"), [1, 6])  # the first, as OpenSim's Storage
+    osim = pytest.importorskip("opensim")
+    np.testing.assert_array_equal(np.column_stack([table.times, table.values]), _storage_rows(osim.Storage(str(path))))
+
+
+@pytest.mark.slow
+def test_opensim_reference_ik_output_reads_with_its_repeated_ground_reaction_labels():
+    from pathlib import Path
+
+    path = (Path(__file__).resolve().parents[2] / "shared" / "data" / "opensim-models" / "Pipelines" /
+            "Gait2392_Simbody" / "OutputReference" / "subject01_walk1_ik.mot")
+    if not path.is_file():
+        pytest.skip(f"shared OpenSim models not found at {path.parent}")
+    with pytest.warns(UserWarning, match="ground_force_vx -> ground_force_vx_2"):
+        table = read_mot(path)
+    assert table.values.shape == (211, 164) and len(set(table.names)) == 164
+    osim = pytest.importorskip("opensim")
+    np.testing.assert_array_equal(np.column_stack([table.times, table.values]), _storage_rows(osim.Storage(str(path))))
+
+
 def test_write_mot_rejects_times_that_do_not_increase_and_unknown_rotational_names(tmp_path):
     times, values = _coordinates()
     times[3] = times[2]
@@ -373,6 +420,49 @@ def test_trc_errors_name_file_and_line(tmp_path):
         path.write_text(_trc_text(rows, **options))
         with pytest.raises(InputError, match=re.escape(str(path)) + r".*" + message):
             read_trc(path)
+
+
+def test_trc_whose_num_frames_disagrees_with_its_rows_reads_the_rows_as_opensim_does(tmp_path):
+    path = tmp_path / "short.trc"
+    text = _trc_text([["1", "0.0", "1", "2", "3", "4", "5", "6"], ["2", "0.01", "1", "2", "3", "4", "5", "6"]])
+    path.write_text(text.replace("100\t100\t2\t2", "100\t100\t3\t2"))
+    with pytest.warns(UserWarning, match=r"short\.trc: NumFrames=3 \(line 3\) but the file has 2 data rows"):
+        ours = read_trc(path)
+    assert ours.positions.shape == (2, 2, 3)
+    osim = pytest.importorskip("opensim")
+    assert osim.TimeSeriesTableVec3(str(path)).getNumRows() == 2
+
+
+def test_trc_frame_numbers_must_be_whole_in_range_and_strictly_increasing(tmp_path):
+    path = tmp_path / "bad.trc"
+    row = ["0.0", "1", "2", "3", "4", "5", "6"]
+    later = ["0.01", "1", "2", "3", "4", "5", "6"]
+    cases = [
+        ([["1e19", *row]], r"line 7, column 'Frame#': '1e19' is not a whole number from 0 to"),
+        ([["-1", *row]], r"line 7, column 'Frame#': '-1' is not a whole number"),
+        ([["1.5", *row]], r"line 7, column 'Frame#': '1.5' is not a whole number"),
+        ([["2", *row], ["2", *later]], r"line 8, column 'Frame#': frame 2 follows frame 2 \(line 7\)"),
+        ([["3", *row], ["2", *later]], r"line 8, column 'Frame#': frame 2 follows frame 3 \(line 7\)"),
+    ]
+    for rows, message in cases:
+        path.write_text(_trc_text(rows))
+        with pytest.raises(InputError, match=re.escape(str(path)) + r".*" + message):
+            read_trc(path)
+
+
+def test_trc_infinite_values_and_nan_times_are_refused_but_a_nan_marker_is_a_gap(tmp_path):
+    path = tmp_path / "bad.trc"
+    for rows, message in [
+        ([["1", "0.0", "1", "inf", "3", "4", "5", "6"]], r"line 7, column 'A Y': 'inf' is not a finite number"),
+        ([["1", "-inf", "1", "2", "3", "4", "5", "6"]], r"line 7, column 'Time': '-inf' is not a finite number"),
+        ([["1", "nan", "1", "2", "3", "4", "5", "6"]], r"line 7, column 'Time': 'nan' is not a finite number"),
+    ]:
+        path.write_text(_trc_text(rows))
+        with pytest.raises(InputError, match=re.escape(str(path)) + r".*" + message):
+            read_trc(path)
+    path.write_text(_trc_text([["1", "0.0", "1", "2", "3", "NaN", "5", "6"]]))
+    positions = read_trc(path).positions
+    assert np.isnan(positions[0, 1]).all() and not np.isnan(positions[0, 0]).any()
 
 
 def test_write_trc_rejects_duplicate_times_and_unknown_units(tmp_path):

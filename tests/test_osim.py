@@ -1,7 +1,6 @@
 """.osim -> MJCF conversion: MuJoCo's kinematics equal OpenSim 4.6's at random poses (<= 1e-6 m)."""
 
 import os
-import struct
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mjx_biomech.errors import InputError
 osim = pytest.importorskip("opensim")
 
 from osim_models import adopted, custom_joint, spline, vec3  # noqa: E402  (needs opensim)
+from test_bridge import binary_stl  # noqa: E402
 
 SHARED = Path(os.environ.get("MJX_BIOMECH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "opensim-models"
 SHARED_MODELS = [
@@ -231,15 +231,6 @@ def test_to_mjcf_writes_the_same_xml_it_returns(custom_osim, tmp_path):
     assert out.read_text() == xml
 
 
-def binary_stl(path):
-    triangles = [((0, 0, 0), (1, 0, 0), (0, 1, 0)), ((0, 0, 0), (0, 1, 0), (0, 0, 1)),
-                 ((0, 0, 0), (0, 0, 1), (1, 0, 0)), ((1, 0, 0), (0, 0, 1), (0, 1, 0))]
-    with open(path, "wb") as f:
-        f.write(b"\0" * 80 + struct.pack("<I", len(triangles)))
-        for triangle in triangles:
-            f.write(struct.pack("<12fH", 0, 0, 0, *np.ravel(triangle), 0))
-
-
 def test_meshes_found_in_geometry_folder_are_used_and_missing_ones_warn(tmp_path):
     model = osim.Model()
     body = add_body(model, "b")
@@ -285,13 +276,6 @@ def test_unknown_function_raises_input_error_naming_the_axis(custom_osim, tmp_pa
     path = broken(custom_osim, tmp_path, "<PolynomialFunction", "<SineWave")
     path.write_text(path.read_text().replace("</PolynomialFunction>", "</SineWave>", 1))
     with pytest.raises(InputError, match=r"broken.osim.*CustomJoint name='hip'.*rotation3.*unknown function type SineWave"):
-        osim_converter.to_mjcf(path)
-
-
-def test_unsupported_constraint_raises_input_error(custom_osim, tmp_path):
-    path = broken(custom_osim, tmp_path, "<CoordinateCouplerConstraint", "<WeldConstraint")
-    path.write_text(path.read_text().replace("</CoordinateCouplerConstraint>", "</WeldConstraint>", 1))
-    with pytest.raises(InputError, match=r"broken.osim.*WeldConstraint name='knee_beta_coupler'"):
         osim_converter.to_mjcf(path)
 
 

@@ -4,12 +4,17 @@ MJCF is read here. Other formats come from loaders that other packages register 
 ``mjx_biomech.model_loaders`` entry-point group (name: the file suffix without its dot, value:
 a function ``path -> mujoco.MjSpec``); the ``converters`` package registers ``osim``. So the
 core reads ``.osim`` files without importing the converters.
+
+MuJoCo's C warnings become Python warnings (:class:`MuJoCoWarning`) from the moment this module
+is imported, unless a handler was set before: MuJoCo's own handler prints them and appends them
+to ``MUJOCO_LOG.TXT`` in the working directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from importlib import metadata as importlib_metadata
 from importlib import resources
@@ -23,6 +28,23 @@ from mjx_biomech.body.model import BiomechModel
 from mjx_biomech.errors import InputError
 
 LOADER_GROUP = "mjx_biomech.model_loaders"
+
+
+class MuJoCoWarning(UserWarning):
+    """A warning from MuJoCo's C library."""
+
+
+def _forward_mujoco_warning(message: str) -> None:
+    try:
+        warnings.warn(f"MuJoCo: {message.strip()}", MuJoCoWarning, stacklevel=2)
+    except Exception:  # noqa: BLE001
+        # Under a filter that turns warnings into errors: an exception cannot cross MuJoCo's C code
+        # (the process would abort), so the warning is printed instead.
+        print(f"MuJoCo warning: {message.strip()}", file=sys.stderr)
+
+
+if mujoco.get_mju_user_warning() is None:
+    mujoco.set_mju_user_warning(_forward_mujoco_warning)
 
 
 def bundled_model_path() -> Path:
@@ -62,17 +84,26 @@ def _from_myo_sim(source: str) -> BiomechModel:
     except ImportError as e:
         raise InputError(f"{source}: the myo-sim package is not installed (pip install myo-sim)") from e
     try:
+        # myo_sim attaches specs with an empty prefix, about which MuJoCo warns; the unnamed
+        # default classes that leaves are named when the model is written (static_model).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             spec = myo_sim.load_spec(name)
     except Exception as e:
         raise InputError(f"{source}: myo_sim has no model {name!r} ({e})") from e
-    return _from_spec(spec, source)
+    # A copy does not carry the attachment warning, which compiling the original repeats.
+    return _from_spec(spec.copy(), source)
 
 
 def _from_path(path: Path) -> BiomechModel:
-    if not path.exists():
+    try:
+        found, is_file = path.exists(), path.is_file()
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a usable model path ({e})") from None
+    if not found:
         raise InputError(f"{path}: model file not found")
+    if not is_file:
+        raise InputError(f"{path}: not a file")
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in ("xml", "mjcf"):
         loader = _loader(suffix)

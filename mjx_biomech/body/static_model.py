@@ -1,13 +1,18 @@
 """The person as a statically scaled MuJoCo model: a copy of the ``MjSpec`` with the values of
 :func:`~mjx_biomech.body.scaling.scaled_fields` compiled by MuJoCo (so every derived constant is
 MuJoCo's), written as MJCF; or, for a model that keeps no spec, a copy of the compiled
-``MjModel`` with those values and ``mj_setConst``."""
+``MjModel`` with those values and ``mj_setConst``.
+
+Written MJCF carries no absolute paths: its mesh, texture, height-field and skin files are
+copied into ``<file stem>_assets/`` beside it (:func:`relocate_assets`), so the file and that
+folder load from wherever they are moved."""
 
 from __future__ import annotations
 
 import copy
 import os
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,7 +166,7 @@ def _scale_meshes(spec: mujoco.MjSpec, mesh_scales: dict[str, dict[tuple, list]]
 
 
 def write_scaled_mjcf(model: BiomechModel, params: BodyParams, path, total_mass: float | None = None) -> Path:
-    """Write the statically scaled model's MJCF atomically, meshes referenced by absolute path."""
+    """Write the statically scaled model's MJCF atomically, its asset files copied beside it."""
     spec = scaled_spec(model, params, total_mass)
     spec.compile()
     for body in spec.bodies[1:]:
@@ -171,12 +176,71 @@ def write_scaled_mjcf(model: BiomechModel, params: BodyParams, path, total_mass:
         if body.explicitinertial and moments[2] > (moments[0] + moments[1]) * (1 - 2e-5):
             limit = (moments[0] + moments[1]) * (1 - 2e-5)
             body.inertia = np.minimum(np.asarray(body.inertia, dtype=float), limit)
-    if spec.meshdir and model.source and os.path.exists(model.source):
-        spec.meshdir = str((Path(model.source).parent / spec.meshdir).resolve())
     xml = _name_anonymous_defaults(spec.to_xml())
+    root = ET.fromstring(xml)
+    base = spec.modelfiledir or (Path(model.source).parent if model.source and os.path.exists(model.source) else ".")
+    if relocate_assets(root, base, path):
+        # MuJoCo writes <custom><text> content as CDATA, which ElementTree does not keep; its
+        # data attribute says the same.
+        for text in root.iter("text"):
+            if text.text and text.text.strip() and "data" not in text.attrib:
+                text.set("data", text.text)
+                text.text = None
+        xml = ET.tostring(root, encoding="unicode")
     with atomic_write(path) as f:
         f.write(xml)
     return Path(path)
+
+
+_ASSET_FOLDERS = {"mesh": "meshdir", "hfield": "meshdir", "skin": "meshdir", "texture": "texturedir"}
+
+
+def relocate_assets(root: ET.Element, base: str | os.PathLike, out_path: str | os.PathLike) -> bool:
+    """Copy the asset files of MJCF ``root`` into ``<stem of out_path>_assets/`` beside ``out_path``
+    and point ``root`` at the copies (relative ``meshdir`` and ``texturedir``); False if it has none.
+
+    Files are found as MuJoCo finds them: relative to the compiler's ``meshdir`` (meshes,
+    height fields, skins) or ``texturedir`` (textures), themselves relative to ``base`` (the
+    folder the MJCF was read from). Two different files of one name are told apart by a
+    numbered suffix; each copy is written atomically.
+    """
+    out_path = Path(out_path)
+    compiler = root.find("compiler")
+    settings = dict(compiler.attrib) if compiler is not None else {}
+    folders = {key: Path(base, settings.get(key, settings.get("assetdir", ""))) for key in ("meshdir", "texturedir")}
+    folder = f"{out_path.stem}_assets"
+    copies: dict[Path, str] = {}
+    for tag, key in _ASSET_FOLDERS.items():
+        for el in root.iter(tag):
+            for attr, file in list(el.attrib.items()):
+                if not (attr == "file" or (tag == "texture" and attr.startswith("file"))) or not file:
+                    continue
+                source = (folders[key] / file).resolve()
+                if source not in copies:
+                    copies[source] = _copy_asset(source, out_path.parent / folder, set(copies.values()))
+                el.set(attr, copies[source])
+    if not copies:
+        return False
+    if compiler is None:
+        compiler = ET.Element("compiler")
+        root.insert(0, compiler)
+    compiler.attrib.pop("assetdir", None)
+    compiler.set("meshdir", folder)
+    compiler.set("texturedir", folder)
+    return True
+
+
+def _copy_asset(source: Path, folder: Path, taken: set[str]) -> str:
+    name, k = source.name, 1
+    while name in taken:
+        name, k = f"{source.stem}_{k}{source.suffix}", k + 1
+    try:
+        data = source.read_bytes()
+    except OSError as e:
+        raise InputError(f"{source}: cannot read this asset of the model ({e.strerror or e})") from None
+    with atomic_write(folder / name, "wb") as f:
+        f.write(data)
+    return name
 
 
 def _name_anonymous_defaults(xml: str) -> str:

@@ -229,10 +229,14 @@ class CameraRig(eqx.Module):
         try:
             with open(path, "rb") as f:
                 doc = tomllib.load(f)
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: not UTF-8 text ({e})") from None
         except tomllib.TOMLDecodeError as e:
-            raise InputError(f"{path}: not valid TOML ({e})") from e
-        except OSError as e:
-            raise InputError(f"{path}: cannot read calibration ({e.strerror})") from e
+            raise InputError(f"{path}: not valid TOML ({e})") from None
+        except RecursionError:
+            raise InputError(f"{path}: not a calibration (arrays or tables nested too deeply to read)") from None
+        except (OSError, ValueError) as e:  # ValueError: a path with a NUL character
+            raise InputError(f"{path}: cannot read calibration ({getattr(e, 'strerror', None) or e})") from None
         metadata = doc.get("metadata", {})
         cameras, extras = [], {}
         for section, table in doc.items():
@@ -289,14 +293,21 @@ def _camera_from_table(path: Path, section: str, table: dict) -> tuple[Camera, d
     for key in _CAMERA_KEYS[:-1]:
         if key not in table:
             raise InputError(f"{where}: missing key '{key}' (a camera table needs {', '.join(_CAMERA_KEYS[:-1])})")
+    if not isinstance(table.get("fisheye", False), bool):
+        raise InputError(f"{where}: 'fisheye' must be true or false, got {table['fisheye']!r}")
     if table.get("fisheye", False):
         raise InputError(f"{where}: fisheye = true is not supported (only the OpenCV pinhole model k1 k2 p1 p2 k3)")
 
     def numbers(key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        value = table[key]
         try:
-            a = np.asarray(table[key], dtype=float)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"{where}: '{key}' must be numbers, got {table[key]!r}") from e
+            kinds = np.asarray(value, dtype=object)
+            a = np.asarray(value, dtype=float)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{where}: '{key}' must be numbers, got {value!r}") from None
+        # TOML booleans would pass as 0 and 1.
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kinds.ravel()):
+            raise InputError(f"{where}: '{key}' must be numbers, got {value!r}")
         if shape is not None and a.shape != shape:
             raise InputError(f"{where}: '{key}' must have shape {shape}, got {a.shape}")
         if not np.all(np.isfinite(a)):
@@ -304,8 +315,8 @@ def _camera_from_table(path: Path, section: str, table: dict) -> tuple[Camera, d
         return a
 
     size = numbers("size", (2,))
-    if np.any(size != np.round(size)) or np.any(size <= 0):
-        raise InputError(f"{where}: 'size' must be positive whole pixels [w, h], got {table['size']!r}")
+    if np.any(size != np.round(size)) or np.any(size <= 0) or np.any(size >= 2**31):
+        raise InputError(f"{where}: 'size' must be positive whole pixels [w, h] (below 2^31), got {table['size']!r}")
     K = numbers("matrix", (3, 3))
     if K[0, 1] != 0 or K[1, 0] != 0 or np.any(K[2] != (0.0, 0.0, 1.0)) or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise InputError(

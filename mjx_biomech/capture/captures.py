@@ -12,6 +12,8 @@ import dataclasses
 import json
 import os
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -137,16 +139,34 @@ class Capture(eqx.Module):
         (C, T, J), ``camera_names`` (C,), ``keypoint_names`` (J,), ``fps`` () and optionally
         ``start_time`` () s. ``name`` defaults to the file's stem."""
         path = Path(path)
+        required = ("keypoints", "confidence", "camera_names", "keypoint_names", "fps")
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read as .npz ({e})") from e
-        with data:
-            required = ("keypoints", "confidence", "camera_names", "keypoint_names", "fps")
-            for key in required:
-                if key not in data.files:
-                    raise InputError(f"{path}: missing array '{key}' (a capture needs {', '.join(required)})")
-            arrays = {k: data[k] for k in data.files}
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError(f"{path}: a single .npy array, not an .npz archive")
+            with data:
+                missing = next((key for key in required if key not in data.files), None)
+                arrays = {k: data[k] for k in (*required, "start_time") if k in data.files}
+        except InputError:
+            raise
+        # What a damaged archive raises: the zip layer's (NotImplementedError, RuntimeError: flags for
+        # compression or encryption it lacks), zlib's and NumPy's own errors.
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError, NotImplementedError,
+                RuntimeError) as e:
+            raise InputError(f"{path}: cannot read as .npz ({type(e).__name__}: {e})") from None
+        if missing is not None:
+            raise InputError(f"{path}: missing array '{missing}' (a capture needs {', '.join(required)})")
+        for key, kinds in (("keypoints", "fiu"), ("confidence", "fiu"), ("fps", "fiu"), ("start_time", "fiu"),
+                           ("camera_names", "U"), ("keypoint_names", "U")):
+            if key in arrays and arrays[key].dtype.kind not in kinds:
+                expected = "numbers" if kinds == "fiu" else "strings"
+                raise InputError(f"{path}: array '{key}' holds {arrays[key].dtype}; expected {expected}")
+        for key in ("camera_names", "keypoint_names"):
+            if arrays[key].ndim != 1:
+                raise InputError(f"{path}: array '{key}' has shape {arrays[key].shape}; expected one name per entry (N,)")
+        for key in ("fps", "start_time"):
+            if key in arrays and arrays[key].shape != ():
+                raise InputError(f"{path}: array '{key}' has shape {arrays[key].shape}; expected one number ()")
         try:
             return cls(
                 keypoints=arrays["keypoints"],
@@ -157,8 +177,8 @@ class Capture(eqx.Module):
                 name=path.stem if name is None else name,
                 start_time=float(arrays.get("start_time", 0.0)),
             )
-        except (InputError, TypeError, ValueError) as e:
-            raise InputError(f"{path}: {e}") from e
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
 
     def to_npz(self, path: str | os.PathLike) -> Path:
         """Write the capture (the arrays :meth:`from_npz` reads), atomically."""

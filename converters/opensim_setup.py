@@ -13,15 +13,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from scipy.interpolate import make_smoothing_spline
 
 from converters import mot, trc
+from converters.osim_parse import read_xml
 from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.marker_objective import CoordinateTarget
+from mjx_biomech.fitting.measurements import Measurement
 
 __all__ = [
     "CoordinateTask", "IKSetup", "MarkerPlacement", "MarkerTask", "ScaleSetup", "coordinate_targets", "marker_weights",
@@ -82,8 +85,11 @@ class ScaleSetup:
     ``marker_set_file``: ``GenericModelMaker``'s; ``marker_file``, ``coordinate_file``,
     ``time_range`` (s, the static frames averaged), the tasks and ``output_model_file``:
     ``MarkerPlacer``'s (its marker file and time range default to ``ModelScaler``'s);
-    ``preserve_mass_distribution``: ``ModelScaler``'s. The ``MeasurementSet`` and ``ScaleSet``
-    of ``ModelScaler`` are not read: scales are fitted.
+    ``preserve_mass_distribution``: ``ModelScaler``'s. ``scaling_order``, ``measurements``
+    (applied ones, a ``MeasurementSet`` given in a ``file`` attribute read from that file) and
+    ``manual_scales`` (body -> (3,), the applied ``Scale`` entries of the ``ScaleSet``) are
+    ``ModelScaler``'s, used by ``mjx-biomech scale --scaling setup``; ``scaler_apply`` and
+    ``placer_apply`` are the two steps' ``<apply>``.
     """
 
     path: Path
@@ -98,6 +104,11 @@ class ScaleSetup:
     output_model_file: str | None
     marker_tasks: tuple[MarkerTask, ...]
     coordinate_tasks: tuple[CoordinateTask, ...]
+    scaling_order: tuple[str, ...] = ()
+    measurements: tuple[Measurement, ...] = ()
+    manual_scales: Mapping[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
+    scaler_apply: bool = True
+    placer_apply: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,12 +127,7 @@ class _Reader:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            self.root = ET.parse(path).getroot()
-        except FileNotFoundError:
-            raise InputError(f"{path}: file not found") from None
-        except ET.ParseError as e:
-            raise InputError(f"{path}: not valid XML ({e})") from None
+        self.root = read_xml(path)
 
     def error(self, where: str, what: str) -> InputError:
         return InputError(f"{self.path}: {where}: {what}")
@@ -252,6 +258,10 @@ def read_scale_setup(path: str | os.PathLike) -> ScaleSetup:
     scaler_range = reader.numbers(scaler, "time_range", f"{where} <ModelScaler>", 2, "-inf inf")
     time_range = reader.numbers(placer, "time_range", f"{where} <MarkerPlacer>", 2, " ".join(map(repr, scaler_range)))
     marker_tasks, coordinate_tasks = _tasks(reader, placer)
+    order = tuple((reader.text(scaler, "scaling_order") or "measurements").split())
+    for step in order:
+        if step not in ("measurements", "manualScale"):
+            raise reader.error(f"{where} <ModelScaler>", f"<scaling_order> step {step!r}; expected measurements or manualScale")
     return ScaleSetup(
         path=reader.path,
         name=tool.get("name", "") or reader.path.stem,
@@ -265,7 +275,66 @@ def read_scale_setup(path: str | os.PathLike) -> ScaleSetup:
         output_model_file=reader.text(placer, "output_model_file"),
         marker_tasks=marker_tasks,
         coordinate_tasks=coordinate_tasks,
+        scaling_order=order,
+        measurements=_measurements(reader, scaler, f"{where} <ModelScaler>"),
+        manual_scales=_manual_scales(reader, scaler, f"{where} <ModelScaler>"),
+        scaler_apply=reader.flag(scaler, "apply", f"{where} <ModelScaler>", True),
+        placer_apply=reader.flag(placer, "apply", f"{where} <MarkerPlacer>", True),
     )
+
+
+def _objects(el: ET.Element | None, tag: str) -> list[ET.Element]:
+    """The ``tag`` children of ``el``'s ``<objects>``."""
+    objects = el.find("objects") if el is not None else None
+    return [o for o in list(objects) if o.tag == tag] if objects is not None else []
+
+
+def _measurements(reader: _Reader, scaler: ET.Element, where: str) -> tuple[Measurement, ...]:
+    """The applied ``<Measurement>`` entries of ``scaler``'s ``<MeasurementSet>``."""
+    element = scaler.find("MeasurementSet")
+    if element is not None and element.get("file"):
+        inner = _Reader((reader.path.parent / element.get("file")).resolve())
+        element = inner.root if inner.root.tag == "MeasurementSet" else inner.root.find(".//MeasurementSet")
+        if element is None:
+            raise inner.error("file", "no <MeasurementSet> element")
+        reader = inner
+    out = []
+    for m in _objects(element, "Measurement"):
+        name = m.get("name", "")
+        at = f"{where} <Measurement name={name!r}>"
+        if not reader.flag(m, "apply", at, True):
+            continue
+        pairs = []
+        for pair in _objects(m.find("MarkerPairSet"), "MarkerPair"):
+            markers = (reader.text(pair, "markers") or "").split()
+            if len(markers) != 2:
+                raise reader.error(at, f"<MarkerPair> <markers> names {len(markers)} markers; expected 2")
+            pairs.append((markers[0], markers[1]))
+        bodies = []
+        for body in _objects(m.find("BodyScaleSet"), "BodyScale"):
+            axes = "".join((reader.text(body, "axes") or "X Y Z").split())
+            if not body.get("name") or any(a not in "XYZxyz" for a in axes):
+                raise reader.error(at, f"<BodyScale name={body.get('name', '')!r}> <axes> {axes!r}; "
+                                       "expected a body name and X, Y, Z")
+            bodies.append((body.get("name"), axes.upper()))
+        out.append(Measurement(name, tuple(pairs), tuple(bodies)))
+    return tuple(out)
+
+
+def _manual_scales(reader: _Reader, scaler: ET.Element, where: str) -> dict[str, tuple[float, float, float]]:
+    """Body -> (3,) factors of the applied ``<Scale>`` entries of ``scaler``'s ``<ScaleSet>``."""
+    out = {}
+    for el in _objects(scaler.find("ScaleSet"), "Scale"):
+        body = reader.text(el, "segment")
+        at = f"{where} <ScaleSet> <Scale segment={body!r}>"
+        if body is None:
+            raise reader.error(at, "no <segment>")
+        if reader.flag(el, "apply", at, True):
+            values = reader.numbers(el, "scales", at, 3, "1 1 1")
+            if not all(np.isfinite(v) and v > 0 for v in values):
+                raise reader.error(at, f"<scales> {values}; expected three positive numbers")
+            out[body] = values
+    return out
 
 
 def read_marker_set(path: str | os.PathLike) -> tuple[MarkerPlacement, ...]:

@@ -154,8 +154,9 @@ def scale_report(result: MarkerFitResult, masses: np.ndarray) -> dict:
         },
         "masses_kg": {name: float(masses[b]) for b, name in enumerate(model.body_names) if masses[b] > 0},
         "total_mass_kg": float(np.sum(masses)),
-        "objective": {"start": float(result.history[0]), "end": float(result.history[-1]),
-                      "accepted_steps": len(result.history) - 1},
+        # None when the scales were given (OpenSim's measurements), not fitted.
+        "objective": ({"start": float(result.history[0]), "end": float(result.history[-1]),
+                       "accepted_steps": len(result.history) - 1} if len(result.history) else None),
         "frames_used": dict(result.frames_used),
         "time_s": {"scale": result.scale_seconds, "total": result.seconds},
         "static_trial": result.static.name if result.static is not None else None,
@@ -169,7 +170,7 @@ def _scales_plot(result: MarkerFitResult, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scales = {n: v for n, v in result.scales.items() if n in result.fitted_scales}
+    scales = {n: v for n, v in result.scales.items() if n in (result.fitted_scales or result.model.scale_param_names)}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 0.22 * len(result.marker_names)), 6))
     top.bar(list(scales), list(scales.values()))
     top.axhline(1.0, color="k", lw=0.6)

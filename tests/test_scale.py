@@ -9,7 +9,9 @@ known scales and marker offsets, OpenSim 4.6's tools the judge of what is writte
 - myo_sim's myolegs with a marker set attached by body name and a one-frame static trial.
 """
 
+import contextlib
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -272,6 +274,114 @@ def test_report_lists_the_marker_the_trc_lacks_and_the_outputs(leg):
         assert (leg["out"] / name).stat().st_size > 0
     assert (leg["out"] / "plots" / "scales.png").stat().st_size > 0
     assert mujoco.MjModel.from_xml_path(str(leg["out"] / "model_scaled.xml")).body_mass.sum() == pytest.approx(LEG_MASS)
+
+
+def _measurement(name, pairs, bodies):
+    pair_xml = "".join(f"<MarkerPair><markers>{a} {b}</markers></MarkerPair>" for a, b in pairs)
+    body_xml = "".join(f"<BodyScale name='{b}'><axes>{axes}</axes></BodyScale>" for b, axes in bodies)
+    return (f"<Measurement name='{name}'><apply>true</apply><MarkerPairSet><objects>{pair_xml}</objects></MarkerPairSet>"
+            f"<BodyScaleSet><objects>{body_xml}</objects></BodyScaleSet></Measurement>")
+
+
+def test_scaling_by_the_setups_measurements_and_marker_placement_is_opensims_scale_tool(leg, tmp_path):
+    """``--scaling setup``: a MeasurementSet (two pairs averaged; a body named twice, the later
+    measurement winning), a manual Scale applied after it, and the MarkerPlacer on the static
+    trial, against OpenSim's ScaleTool on the same files: the same scale factors and joint frames
+    (isotropic: our .osim export writes isotropic body scales only); our markers are placed at
+    the pose of OpenSim's InverseKinematicsTool on ScaleTool's scaled model and the averaged static
+    frame, within 2 mm of where ScaleTool's MarkerPlacer puts them (its pose stops ~0.5° short of
+    that optimum)."""
+    folder, names = leg["folder"], [n for n in leg["model"].marker_names() if n != "KNE_MED"]
+    measurements = "".join([
+        _measurement("pelvis", [("RASI", "LASI"), ("RASI", "SACR")], [("pelvis", "X Y Z")]),
+        _measurement("thigh", [("RASI", "KNE")], [("femur", "X Y Z"), ("patella", "X Y Z")]),
+        _measurement("thigh_again", [("THI1", "KNE")], [("femur", "X Y Z")]),
+        _measurement("shank", [("KNE", "ANK"), ("TIB1", "TIB2")], [("tibia", "X Y Z")]),
+        _measurement("foot", [("HEE", "MT1")], [("foot", "X Y Z"), ("toes", "X Y Z")]),
+    ])
+    tasks = "".join(f"<IKMarkerTask name='{n}'><apply>true</apply><weight>{2.0 if n in LEG_FIXED else 1.0}</weight>"
+                    "</IKMarkerTask>" for n in names)
+    setup = tmp_path / "Setup_Scale.xml"
+    setup.write_text(f"""<?xml version="1.0"?><OpenSimDocument Version="40000"><ScaleTool name="s">
+      <mass>{LEG_MASS}</mass><GenericModelMaker><model_file>{folder / 'leg.osim'}</model_file></GenericModelMaker>
+      <ModelScaler><apply>true</apply><scaling_order> measurements manualScale</scaling_order>
+      <MeasurementSet><objects>{measurements}</objects></MeasurementSet>
+      <ScaleSet><objects><Scale><scales>1.02 1.02 1.02</scales><segment>toes</segment><apply>true</apply></Scale>
+      </objects></ScaleSet><marker_file>static.trc</marker_file><time_range>0 1</time_range>
+      <preserve_mass_distribution>true</preserve_mass_distribution>
+      <output_scale_file>opensim_scales.xml</output_scale_file><output_model_file>scaled_only.osim</output_model_file>
+      </ModelScaler>
+      <MarkerPlacer><apply>true</apply><IKTaskSet><objects>{tasks}</objects></IKTaskSet>
+      <marker_file>static.trc</marker_file><time_range>0 1</time_range>
+      <output_model_file>opensim.osim</output_model_file></MarkerPlacer></ScaleTool></OpenSimDocument>""")
+    shutil.copy(leg["files"]["static"], tmp_path / "static.trc")
+    with contextlib.chdir(tmp_path):  # ScaleTool puts the setup's folder before every file name
+        assert osim.ScaleTool(str(setup)).run()
+    out = tmp_path / "ours"
+    assert cli.main(["scale", str(folder / "leg.osim"), "--setup", str(setup), "--scaling", "setup", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+
+    applied = osim.ScaleSet(str(tmp_path / "opensim_scales.xml"))
+    theirs = {applied.get(i).getSegmentName(): [applied.get(i).getScaleFactors().get(k) for k in range(3)]
+              for i in range(applied.getSize())}
+    for body in ("pelvis", "femur", "patella", "tibia", "foot", "toes"):
+        # OpenSim writes its scale file with 6 significant digits; the joint frames below are exact.
+        assert [float(f"{v:.6g}") for v in report["scales"]["bodies"][body]] == theirs[body], body
+    assert theirs["femur"][0] != theirs["patella"][0]  # the later measurement took effect
+    np.testing.assert_allclose(theirs["toes"], [1.02, 1.02, 1.02])
+
+    theirs, ours = osim.Model(str(tmp_path / "opensim.osim")), osim.Model(str(out / "model_scaled.osim"))
+    for j in range(theirs.getJointSet().getSize()):
+        a, b = theirs.getJointSet().get(j), ours.getJointSet().get(theirs.getJointSet().get(j).getName())
+        for frame in (lambda joint: joint.get_frames(0), lambda joint: joint.get_frames(1)):
+            np.testing.assert_allclose([frame(b).get_translation().get(k) for k in range(3)],
+                                       [frame(a).get_translation().get(k) for k in range(3)], rtol=1e-12, atol=1e-15)
+    for name in names:
+        a, b = theirs.getMarkerSet().get(name), ours.getMarkerSet().get(name)
+        assert a.getParentFrameName() == b.getParentFrameName()
+        gap = np.linalg.norm([a.get_location().get(k) - b.get_location().get(k) for k in range(3)])
+        assert gap <= 2e-3, (name, gap)
+    assert report["objective"] is None and set(report["scales"]["fitted"]) == set()
+
+    # The averaged static frame (OpenSim's own .trc reader), IK'd by OpenSim on its scaled model.
+    table = osim.TimeSeriesTableVec3(str(tmp_path / "static.trc"))
+    labels = list(table.getColumnLabels())
+    frames = np.array([[[table.getRowAtIndex(i)[k].get(j) for j in range(3)] for k in range(len(labels))]
+                       for i in range(table.getNumRows())]) / 1000.0  # mm
+    average = dict(zip(labels, np.nanmean(frames, axis=0)))
+    averaged = tmp_path / "averaged.trc"
+    trc.write_trc(averaged, np.array([0.0, 0.01]), labels, np.repeat(np.stack(list(average.values()))[None], 2, axis=0),
+                  units="m")
+    tool = osim.InverseKinematicsTool()
+    tool.setName("averaged")
+    tool.set_model_file(str(tmp_path / "scaled_only.osim"))
+    tool.setMarkerDataFileName(str(averaged))
+    tool.set_accuracy(1e-8)
+    tool.setStartTime(0.0)
+    tool.setEndTime(0.01)
+    tool.setResultsDir(str(tmp_path))
+    tool.setOutputMotionFileName(str(tmp_path / "averaged.mot"))
+    for name in names:
+        task = osim.IKMarkerTask()
+        task.setName(name)
+        task.setWeight(2.0 if name in LEG_FIXED else 1.0)
+        tool.getIKTaskSet().cloneAndAppend(task)
+    tool.printToXML(str(tmp_path / "Setup_IK_averaged.xml"))
+    assert osim.InverseKinematicsTool(str(tmp_path / "Setup_IK_averaged.xml")).run()
+    pose = mot.read_mot(tmp_path / "averaged.mot")
+    state = ours.initSystem()
+    for i in range(ours.getCoordinateSet().getSize()):
+        c = ours.getCoordinateSet().get(i)
+        if not c.getLocked(state) and c.getName() in pose.names:
+            value = pose.column(c.getName())[0]
+            c.setValue(state, np.radians(value) if c.getMotionType() == 1 else value, False)  # 1: rotational
+    ours.assemble(state)
+    ours.realizePosition(state)
+    for name in names:
+        marker = ours.getMarkerSet().get(name)
+        if name not in LEG_FIXED:
+            where = marker.getLocationInGround(state)
+            assert np.linalg.norm([where.get(k) - average[name][k] for k in range(3)]) <= 1e-5, name
 
 
 # --------------------------------------------------------------------- myolegs

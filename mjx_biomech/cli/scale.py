@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset-sigma", type=float, default=0.01, metavar="M",
                         help="prior standard deviation of a marker offset of average task weight, m")
     parser.add_argument("--accuracy", type=float, default=1e-5, help="IK convergence tolerance, rad or m")
+    parser.add_argument("--scaling", choices=("fit", "setup"), default="fit",
+                        help="fit: scales and marker offsets fitted to every trial at once (default); setup: the "
+                             "--setup's MeasurementSet/ScaleSet in its scaling_order and markers moved onto the static "
+                             "trial, as OpenSim's ScaleTool does")
     parser.add_argument("--out", default=None, help="output folder (default: <static trial>_scaled)")
 
 
@@ -73,6 +77,21 @@ def _motion_targets(setup, model, trial):
         raise InputError(f"{setup.path}: coordinate tasks with values from a file apply to one trial; "
                          "scale's motion trials share their tasks (run mjx-biomech ik for per-trial ones)")
     return targets
+
+
+def _scale_as_setup(setup, model, static, trials, marker_set, fixed, accuracy, progress, options):
+    """OpenSim's ScaleTool: the setup's measurements and manual scales, then marker placement."""
+    from mjx_biomech.errors import InputError
+    from mjx_biomech.fitting.measurements import measured_body_scales, scale_by_factors
+
+    if setup is None or static is None:
+        raise InputError("--scaling setup: give --setup Setup_Scale.xml and a static trial")
+    order = setup.scaling_order if setup.scaler_apply else ()
+    if order and not (setup.measurements or setup.manual_scales):
+        raise InputError(f"{setup.path}: --scaling setup: the <ModelScaler> has no applied measurement or manual scale")
+    scales = measured_body_scales(model, static, setup.measurements, setup.manual_scales, order, marker_set)
+    return scale_by_factors(model, scales, static, trials, marker_set=marker_set, fixed_markers=fixed,
+                            place_markers=setup.placer_apply, accuracy=accuracy, progress=progress, **options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,15 +163,19 @@ def run(args: argparse.Namespace) -> int:
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=done, total=total)
 
-        result = fit_markers(model, trials, static=static, marker_set=marker_set, fixed_markers=fixed,
-                             marker_sigma_m=args.marker_sigma, offset_sigma_m=args.offset_sigma,
-                             accuracy=args.accuracy, progress=progress, **options)
+        if args.scaling == "setup":
+            result = _scale_as_setup(setup, model, static, trials, marker_set, fixed, args.accuracy, progress, options)
+        else:
+            result = fit_markers(model, trials, static=static, marker_set=marker_set, fixed_markers=fixed,
+                                 marker_sigma_m=args.marker_sigma, offset_sigma_m=args.offset_sigma,
+                                 accuracy=args.accuracy, progress=progress, **options)
     mass = args.mass if args.mass is not None else (setup.mass if setup else None)
     preserve = args.preserve_mass_distribution
     preserve = (setup.preserve_mass_distribution if setup else True) if preserve is None else preserve
     out = Path(args.out or f"{(static or trials[0]).name}_scaled")
     settings = {"model": str(source or "bundled"), "static": str(static_path), "trials": list(args.trials),
-                "markers": str(markers_file) if markers_file else None, "setup": args.setup, "ik_setup": args.ik_setup,
+                "markers": str(markers_file) if markers_file else None, "setup": args.setup,
+                "scaling": args.scaling, "ik_setup": args.ik_setup,
                 "marker_set": marker_set, "tie_left_right": args.tie_left_right, "per_axis": list(args.per_axis),
                 "static_time_range_s": [float(static.times[0]), float(static.times[-1])] if static else None,
                 "coordinate_tasks_skipped": sorted(set(skipped))}
@@ -161,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title="scale factors")
     table.add_column("parameter")
     table.add_column("scale", justify="right")
-    for name in result.fitted_scales:
+    for name in result.fitted_scales or result.model.scale_param_names:
         table.add_row(name, f"{result.scales[name]:.4f}")
     console.print(table)
     errors = Table(title="marker errors with the scaled model")

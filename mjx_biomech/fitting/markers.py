@@ -52,7 +52,7 @@ from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.schur_lm import schur_levenberg_marquardt
 from mjx_biomech.fitting.trajectories import CoordinateMap
 
-__all__ = ["MarkerFitResult", "fit_markers"]
+__all__ = ["MarkerFitResult", "averaged_trial", "fit_markers"]
 
 STAGE = "scale"
 # The Schur LM stops when a step lowers the objective by less than this fraction: scales then
@@ -151,7 +151,7 @@ def _prior(p, problem: _ScaleProblem):
     return jnp.concatenate([scales, offsets.ravel()])
 
 
-def _averaged(trial: MarkerTrial) -> MarkerTrial:
+def averaged_trial(trial: MarkerTrial) -> MarkerTrial:
     """The trial as one frame at its middle time: each marker's mean over the frames that see it."""
     positions = trial.positions
     seen = np.isfinite(positions[..., 0])
@@ -314,7 +314,7 @@ def fit_markers(
                          + (f" (marker set {marker_set!r})" if marker_set else ""))
     static_weights = marker_weights if static_marker_weights is None else static_marker_weights
     static_targets = coordinate_targets if static_coordinate_targets is None else static_coordinate_targets
-    scaling = [(_averaged(static), static_weights, static_targets, np.zeros(1, int))] if static is not None else []
+    scaling = [(averaged_trial(static), static_weights, static_targets, np.zeros(1, int))] if static is not None else []
     scaling += [(t, marker_weights, coordinate_targets, _subsample(t.num_frames, scale_frames)) for t in trials]
     problems = [solver.problem(t, w, c) for t, w, c, _ in scaling]
 

@@ -3,7 +3,11 @@
 import os
 import warnings
 
+import tempfile
+
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The command line keeps compiled programs in a persistent cache; the tests' is their own.
+os.environ.setdefault("MJX_BIOMECH_CACHE_DIR", tempfile.mkdtemp(prefix="mjx_biomech_test_cache_"))
 
 import jax  # noqa: E402
 

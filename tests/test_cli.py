@@ -107,3 +107,30 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_compilation_cache_is_on_by_default_configurable_and_off_with_a_flag(monkeypatch, tmp_path, capsys):
+    import jax
+
+    from mjx_biomech.cli import default_cache_dir, enable_compilation_cache
+
+    monkeypatch.setenv("MJX_BIOMECH_CACHE_DIR", str(tmp_path / "env"))
+    assert default_cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("MJX_BIOMECH_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "mjx_biomech" / "jax"
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        enable_compilation_cache(tmp_path / "off", enabled=False)
+        assert jax.config.jax_compilation_cache_dir == before
+        enable_compilation_cache(tmp_path / "chosen")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "chosen")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    # Every compiling subcommand takes the flags.
+    for command in ("ik", "scale", "fit", "demo"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert "--cache-dir" in out and "--no-compile-cache" in out, command

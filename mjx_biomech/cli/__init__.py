@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from mjx_biomech.errors import InputError
 
@@ -26,6 +28,9 @@ SUBCOMMANDS = {
 }
 
 
+# Subcommands that compile JAX programs: they keep them in JAX's persistent compilation cache.
+_COMPILING = ("demo", "fit", "ik", "scale", "train", "evaluate")
+
 # An import error naming one of these is a bug of this project, not a missing optional package.
 _OWN_PACKAGES = ("mjx_biomech", "converters", "env_registry")
 
@@ -40,6 +45,34 @@ class _Parser(argparse.ArgumentParser):
 def _optional_package_missing(e: ImportError) -> bool:
     """Whether ``e`` says that a package from outside this project is not installed."""
     return isinstance(e, ModuleNotFoundError) and bool(e.name) and e.name.split(".")[0] not in _OWN_PACKAGES
+
+
+def default_cache_dir() -> Path:
+    """``$MJX_BIOMECH_CACHE_DIR``, else ``mjx_biomech/jax`` in the user's cache folder
+    (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    if os.environ.get("MJX_BIOMECH_CACHE_DIR"):
+        return Path(os.environ["MJX_BIOMECH_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mjx_biomech" / "jax"
+
+
+def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="JAX's persistent compilation cache, which lets a second run skip compiling "
+                             f"(default: $MJX_BIOMECH_CACHE_DIR, else {default_cache_dir()})")
+    parser.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep compiled programs between runs (default: yes)")
+
+
+def enable_compilation_cache(folder: str | os.PathLike | None = None, enabled: bool = True) -> None:
+    """Turn JAX's persistent compilation cache on in ``folder`` (default :func:`default_cache_dir`),
+    unless ``enabled`` is False or the user already chose one (``JAX_COMPILATION_CACHE_DIR``)."""
+    import jax
+
+    if not enabled:
+        return
+    if folder is not None or jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(folder or default_cache_dir()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def _fail(command: str, message: str) -> int:
@@ -67,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             mod = importlib.import_module(SUBCOMMANDS[chosen][0])
             mod.add_arguments(parsers[chosen])
             parsers[chosen].set_defaults(_run=mod.run)
+            if chosen in _COMPILING:
+                _add_cache_arguments(parsers[chosen])
         args = parser.parse_args(argv)
+        if chosen in _COMPILING:
+            enable_compilation_cache(args.cache_dir, args.compile_cache)
         return int(args._run(args) or 0)
     except InputError as e:
         return _fail(chosen, str(e))

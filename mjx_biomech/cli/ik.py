@@ -28,16 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds (default: the setup's, else the whole trial)")
 
 
-def enable_compilation_cache() -> None:
-    """A second run of the same model starts without compiling (JAX's persistent cache), unless
-    the user chose a cache folder (``JAX_COMPILATION_CACHE_DIR``)."""
-    import jax
-
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "mjx_biomech" / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -49,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from mjx_biomech.fitting.ik import solve_ik
 
     console = Console()
-    enable_compilation_cache()
     model = mjx_biomech.load_model(args.model)
     trial = opensim_setup.read_marker_trial(args.trc)
     setup = opensim_setup.read_ik_setup(args.setup) if args.setup else None

@@ -101,12 +101,10 @@ def run(args: argparse.Namespace) -> int:
 
     import mjx_biomech
     from converters import ik_output, marker_sets, opensim_setup, scale_output
-    from mjx_biomech.cli.ik import enable_compilation_cache
     from mjx_biomech.errors import InputError
     from mjx_biomech.fitting.markers import fit_markers
 
     console = Console()
-    enable_compilation_cache()
     setup = opensim_setup.read_scale_setup(args.setup) if args.setup else None
     ik_setup = opensim_setup.read_ik_setup(args.ik_setup) if args.ik_setup else None
     source = args.model or (setup.model_file if setup else None)

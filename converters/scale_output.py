@@ -6,7 +6,8 @@ One folder per run:
 - ``model_scaled.osim``: the person in OpenSim (:func:`converters.osim.export`: bodies, joints
   and markers scaled, marker offsets added), masses and inertias as ScaleTool sets them
   (:func:`scaled_masses`), markers attached from a marker-set file written on their bodies;
-- ``model_scaled.xml``: the same person as MuJoCo MJCF (``model.to_mjcf``), same masses;
+- ``model_scaled.xml``: the same person as MuJoCo MJCF (``model.to_mjcf`` with the same mass
+  options);
 - per trial (the static one too) ``<trial>.mot`` and ``<trial>_marker_errors.sto``, as
   :mod:`converters.ik_output` writes them, and plots of the motion trials;
 - ``report.json``: scales per parameter and per body, marker offsets, masses, marker RMS and
@@ -24,17 +25,17 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import mujoco
 import numpy as np
 
 from converters import ik_output, osim
 from converters.opensim_frame import xml_numbers
 from converters.opensim_setup import MarkerPlacement
+from mjx_biomech.body.scaling import scaled_mass_properties
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.markers import MarkerFitResult
 from mjx_biomech.io import atomic_write, write_text_atomic
 
-__all__ = ["scale_report", "scaled_masses", "write_scale_outputs", "write_scaled_mjcf", "write_scaled_osim"]
+__all__ = ["scale_report", "scaled_masses", "write_scale_outputs", "write_scaled_osim"]
 
 
 def _body_scales(model, params) -> np.ndarray:
@@ -44,43 +45,22 @@ def _body_scales(model, params) -> np.ndarray:
 
 
 def scaled_masses(model, params, total_mass: float | None, preserve_mass_distribution: bool) -> np.ndarray:
-    """(nbody,) kg: each body's mass as OpenSim's ScaleTool sets it.
+    """(nbody,) kg: each body's mass as OpenSim's ScaleTool sets it, by the core's scaling rule
+    (:func:`mjx_biomech.body.scaling.scaled_mass_properties`).
 
     Geometric scaling gives ``m₀ sₓ s_y s_z``. With ``total_mass``, ScaleTool then rescales every
     body by one factor so the masses sum to it, starting from the geometric masses, or from the
     unscaled ones when ``preserve_mass_distribution`` (each body keeps its share of the total).
-    Inertias follow their body's mass from the geometrically scaled ones (``s²`` times the
-    unscaled ones under ``preserve_mass_distribution``, as in ScaleTool).
+    Inertias follow their body's mass.
     """
-    m0 = np.asarray(model.mj_model.body_mass, float)
-    geometric = m0 * np.prod(_body_scales(model, params), axis=1)
-    if total_mass is None:
-        return geometric
-    start = m0 if preserve_mass_distribution else geometric
-    return start * (total_mass / start.sum())
+    props = scaled_mass_properties(model.mj_model, _body_scales(model, params), np, total_mass, preserve_mass_distribution)
+    return np.asarray(props["body_mass"])
 
 
 def _mass_ratios(model, params, masses: np.ndarray) -> np.ndarray:
     """(nbody,) each body's mass over its geometrically scaled mass (1 for massless bodies)."""
     geometric = np.asarray(model.mj_model.body_mass, float) * np.prod(_body_scales(model, params), axis=1)
     return np.where(geometric > 0, masses / np.where(geometric > 0, geometric, 1.0), 1.0)
-
-
-def write_scaled_mjcf(model, params, path: str | os.PathLike, masses: np.ndarray) -> Path:
-    """The statically scaled MJCF (``model.to_mjcf``) with body masses ``masses`` (nbody,) kg,
-    inertias following them."""
-    path = Path(model.to_mjcf(params, path))
-    ratios = _mass_ratios(model, params, masses)
-    spec = mujoco.MjSpec.from_file(str(path))
-    for body in spec.bodies[1:]:
-        b = model.body_names.index(body.name)
-        if ratios[b] != 1.0:
-            body.mass = float(masses[b])
-            body.inertia = np.asarray(body.inertia, float) * ratios[b]
-    spec.compile()
-    with atomic_write(path) as f:
-        f.write(spec.to_xml())
-    return path
 
 
 def write_scaled_osim(
@@ -209,7 +189,8 @@ def write_scale_outputs(
     masses = scaled_masses(model, params, total_mass, preserve_mass_distribution)
     written: dict[str, Path] = {}
     outputs: dict[str, str] = {}
-    written["model_scaled.xml"] = write_scaled_mjcf(model, params, folder / "model_scaled.xml", masses)
+    written["model_scaled.xml"] = Path(model.to_mjcf(params, folder / "model_scaled.xml", total_mass,
+                                                     preserve_mass_distribution))
     try:
         written["model_scaled.osim"] = write_scaled_osim(model, params, folder / "model_scaled.osim", masses, markers)
     except (InputError, ValueError) as e:

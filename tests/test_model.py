@@ -162,6 +162,20 @@ def test_total_mass_option_sets_the_mass(bundled):
     assert np.isclose(scaled.body_mass.sum(), 58.0, rtol=1e-12)
 
 
+def test_total_mass_with_preserved_distribution_keeps_each_bodys_share(bundled):
+    """OpenSim's ScaleTool option: masses from the unscaled shares, inertias following each
+    body's mass from its geometrically scaled inertia."""
+    params = bundled.scale_params(**{name: 1.0 + 0.02 * k for k, name in enumerate(bundled.scale_param_names)})
+    geometric = bundled.to_mujoco(params)
+    preserved = bundled.to_mujoco(params, total_mass=58.0, preserve_mass_distribution=True)
+    m0 = bundled.mj_model.body_mass
+    np.testing.assert_allclose(preserved.body_mass, m0 * 58.0 / m0.sum(), rtol=1e-12)
+    moving = geometric.body_mass > 0
+    ratio = preserved.body_mass[moving] / geometric.body_mass[moving]
+    np.testing.assert_allclose(preserved.body_inertia[moving], geometric.body_inertia[moving] * ratio[:, None], rtol=1e-9)
+    assert not np.allclose(ratio, ratio[0])  # the groups' scales differ: the shares are not the geometric ones
+
+
 def test_scaled_bundled_model_steps_one_second_without_nan(bundled):
     rng = np.random.default_rng(7)
     params = random_person(bundled, rng, offset=0.0)

@@ -346,25 +346,34 @@ class BiomechModel:
         return self.forward(coords, params, sites=self.marker_site_ids(marker_set)).site_xpos
 
     # ----------------------------------------------------------------- static twin
-    def to_mujoco(self, params: BodyParams | None = None, total_mass: float | None = None) -> mujoco.MjModel:
+    def to_mujoco(
+        self, params: BodyParams | None = None, total_mass: float | None = None, preserve_mass_distribution: bool = False
+    ) -> mujoco.MjModel:
         """A statically scaled ``MjModel`` compiled from an ``MjSpec`` (see :mod:`mjx_biomech.body.static_model`).
 
         A model loaded from a compiled ``MjModel`` has no spec; its copy is scaled field by
         field by the same rules and MuJoCo's ``mj_setConst`` recomputes the derived constants.
-        ``total_mass`` (kg) rescales every mass and inertia after geometric scaling.
+        ``total_mass`` (kg) rescales the masses after geometric scaling, each body keeping its
+        share of the unscaled model's mass with ``preserve_mass_distribution`` (OpenSim's
+        ScaleTool option); inertias follow their body's mass.
         """
         from mjx_biomech.body import static_model
 
         params = self.default_params() if params is None else params
         if self.spec is None:
-            return static_model.scaled_compiled_model(self, params, total_mass)
-        return static_model.scaled_spec(self, params, total_mass).compile()
+            return static_model.scaled_compiled_model(self, params, total_mass, preserve_mass_distribution)
+        return static_model.scaled_spec(self, params, total_mass, preserve_mass_distribution).compile()
 
-    def to_mjcf(self, params: BodyParams | None, path: str | os.PathLike, total_mass: float | None = None) -> Path:
-        """Write the statically scaled model as MJCF (atomically); returns the path."""
+    def to_mjcf(
+        self, params: BodyParams | None, path: str | os.PathLike, total_mass: float | None = None,
+        preserve_mass_distribution: bool = False,
+    ) -> Path:
+        """Write the statically scaled model as MJCF (atomically); returns the path. Masses as
+        :meth:`to_mujoco`."""
         from mjx_biomech.body import static_model
 
-        return static_model.write_scaled_mjcf(self, self.default_params() if params is None else params, path, total_mass)
+        params = self.default_params() if params is None else params
+        return static_model.write_scaled_mjcf(self, params, path, total_mass, preserve_mass_distribution)
 
     def mjx_model(self, params: BodyParams | None = None):
         """An MJX model with this person's geometry and mass properties (dynamic scaling)."""

@@ -65,7 +65,9 @@ _POSITION_OWNERS = {
 
 
 # ----------------------------------------------------------------------------- the rule
-def scaled_fields(m0: mujoco.MjModel, bscale, offsets=None, xp=np, total_mass=None) -> dict:
+def scaled_fields(
+    m0: mujoco.MjModel, bscale, offsets=None, xp=np, total_mass=None, preserve_mass_distribution: bool = False
+) -> dict:
     """The person's ``MjModel`` fields, by the rule of this module.
 
     Args:
@@ -73,8 +75,9 @@ def scaled_fields(m0: mujoco.MjModel, bscale, offsets=None, xp=np, total_mass=No
         bscale: (nbody, 3) each body's scale vector in its own frame (row 0, the world, is 1).
         offsets: (nsite, 3) metres in the body frame, added to ``site_pos`` after scaling; None for 0.
         xp: ``numpy`` or ``jax.numpy`` (traceable in ``bscale``, ``offsets``).
-        total_mass: kg; when given, every mass and inertia is rescaled after geometric scaling
-            so the masses sum to it.
+        total_mass: kg; when given, the masses are rescaled by one factor to sum to it, from the
+            geometrically scaled masses, or from the unscaled ones with ``preserve_mass_distribution``
+            (each body keeps its share, as OpenSim's ScaleTool); inertias follow their body's mass.
     Returns:
         field name -> array of the ``MjModel`` field's shape: ``body_pos``, ``body_ipos``,
         ``jnt_pos``, ``geom_pos``, ``site_pos``, ``cam_pos``, ``light_pos`` (m); ``geom_size``,
@@ -85,7 +88,7 @@ def scaled_fields(m0: mujoco.MjModel, bscale, offsets=None, xp=np, total_mass=No
     out.update(_scaled_geoms(m0, bscale, xp))
     site_axes = axis_scales(m0.site_quat, bscale[np.asarray(m0.site_bodyid)], xp)
     out["site_size"] = _scaled_sizes(m0.site_type, m0.site_size, site_axes, xp)
-    out.update(scaled_mass_properties(m0, bscale, xp, total_mass))
+    out.update(scaled_mass_properties(m0, bscale, xp, total_mass, preserve_mass_distribution))
     out["eq_data"] = scaled_equality_data(m0, bscale, xp)
     return out
 
@@ -221,7 +224,9 @@ def _eigh_jvp(primals, tangents):
     return (w, v), (jnp.diagonal(vt_da_v, axis1=-2, axis2=-1), v @ (f * vt_da_v))
 
 
-def scaled_mass_properties(m0: mujoco.MjModel, bscale, xp=np, total_mass=None) -> dict:
+def scaled_mass_properties(
+    m0: mujoco.MjModel, bscale, xp=np, total_mass=None, preserve_mass_distribution: bool = False
+) -> dict:
     """``body_mass``, ``body_inertia``, ``body_iquat`` and ``body_ipos`` of :func:`scaled_fields`.
 
     The scaled second moment in the old principal frame ``R`` is ``det(S) T diag(c) T`` with
@@ -257,8 +262,11 @@ def scaled_mass_properties(m0: mujoco.MjModel, bscale, xp=np, total_mass=None) -
     moment = _assemble(nbody, moments, xp)
     quat = _assemble(nbody, quats, xp)
     if total_mass is not None:
-        factor = total_mass / xp.sum(mass)
-        mass, moment = mass * factor, moment * factor
+        start = xp.asarray(m0.body_mass) if preserve_mass_distribution else mass
+        target = start * (total_mass / xp.sum(start))
+        # Inertias follow the mass of their body (a massless body keeps its geometric inertia).
+        ratio = xp.where(mass > 0, target / xp.where(mass > 0, mass, 1.0), 1.0)
+        mass, moment = target, moment * ratio[:, None]
     # Round-off must not push a rod (one moment 0) across the triangle inequality, or MuJoCo's
     # compiler would "balance" it into a sphere: with c >= 0, each sum of two is >= the third.
     moment = xp.maximum(moment, 0.0)

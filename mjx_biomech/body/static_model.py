@@ -63,7 +63,9 @@ def _place(spec: mujoco.MjSpec, element, pos, quat=None) -> None:
         element.quat = quat
 
 
-def scaled_spec(model: BiomechModel, params: BodyParams, total_mass: float | None = None) -> mujoco.MjSpec:
+def scaled_spec(
+    model: BiomechModel, params: BodyParams, total_mass: float | None = None, preserve_mass_distribution: bool = False
+) -> mujoco.MjSpec:
     """A copy of the model's ``MjSpec`` with this person's geometry and mass properties.
 
     Values of :func:`scaled_fields` are written into the elements (in their frames' coordinates);
@@ -78,7 +80,7 @@ def scaled_spec(model: BiomechModel, params: BodyParams, total_mass: float | Non
     model.check_params(params)
     m0 = model.mj_model
     bscale = np.asarray(model.body_scales(params), dtype=float)
-    fields = scaled_fields(m0, bscale, np.asarray(params.offsets, dtype=float), np, total_mass)
+    fields = scaled_fields(m0, bscale, np.asarray(params.offsets, dtype=float), np, total_mass, preserve_mass_distribution)
     spec = model.spec.copy()
     spec.compile()  # assigns element ids, matching the compiled model's indices
 
@@ -165,9 +167,11 @@ def _scale_meshes(spec: mujoco.MjSpec, mesh_scales: dict[str, dict[tuple, list]]
                 geom.meshname = copy_.name
 
 
-def write_scaled_mjcf(model: BiomechModel, params: BodyParams, path, total_mass: float | None = None) -> Path:
+def write_scaled_mjcf(
+    model: BiomechModel, params: BodyParams, path, total_mass: float | None = None, preserve_mass_distribution: bool = False
+) -> Path:
     """Write the statically scaled model's MJCF atomically, its asset files copied beside it."""
-    spec = scaled_spec(model, params, total_mass)
+    spec = scaled_spec(model, params, total_mass, preserve_mass_distribution)
     spec.compile()
     for body in spec.bodies[1:]:
         # The XML writer keeps 6 significant digits; rounding must not push a rod-like body's
@@ -267,7 +271,9 @@ def _name_anonymous_defaults(xml: str) -> str:
     return "".join(out)
 
 
-def scaled_compiled_model(model: BiomechModel, params: BodyParams, total_mass: float | None = None) -> mujoco.MjModel:
+def scaled_compiled_model(
+    model: BiomechModel, params: BodyParams, total_mass: float | None = None, preserve_mass_distribution: bool = False
+) -> mujoco.MjModel:
     """The same person as :func:`scaled_spec`, by editing a copy of a compiled ``MjModel``.
 
     For models given as an ``MjModel`` (which keeps no ``MjSpec``, e.g. ``myo_sim.load(name)[0]``).
@@ -279,7 +285,7 @@ def scaled_compiled_model(model: BiomechModel, params: BodyParams, total_mass: f
     m0 = model.mj_model
     m = copy.deepcopy(m0)
     s = np.asarray(model.body_scales(params), dtype=float)
-    fields = scaled_fields(m0, s, np.asarray(params.offsets, dtype=float), np, total_mass)
+    fields = scaled_fields(m0, s, np.asarray(params.offsets, dtype=float), np, total_mass, preserve_mass_distribution)
     for name, value in fields.items():
         getattr(m, name)[:] = value
     mesh_axes = axis_scales(m0.geom_quat, s[m0.geom_bodyid], np)

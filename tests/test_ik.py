@@ -337,3 +337,38 @@ def test_bundled_model_joint_angles_from_noisy_markers_with_gaps():
     joints = [i for i, n in enumerate(model.coordinate_names)
               if n.startswith(("pelvis_tilt", "pelvis_list", "pelvis_rotation", "hip_", "knee_", "ankle_", "lumbar_"))]
     assert np.sqrt(np.mean(error[:, joints] ** 2)) <= 0.5
+
+
+def test_frame_jacobians_in_closed_form_equal_forward_differentiation(leg):
+    """The residuals' Jacobians IK and scaling use (poses and marker offsets in closed form)
+    against ``jax.jacfwd`` of the residuals, on the leg scaled per person, with a missing marker,
+    a locked coordinate and a coordinate task."""
+    from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, frame_jacobians, frame_residuals
+
+    model = leg["model"]
+    solver = MarkerIK(model)
+    trial = opensim_setup.read_marker_trial(leg["trc"])
+    targets = [CoordinateTarget(model.coordinate_names[6], 3.0, 0.1)]
+    problem = solver.problem(trial, None, targets)
+    rng = np.random.default_rng(3)
+    params = mjx_biomech.BodyParams(jnp.asarray(rng.uniform(0.9, 1.1, len(model.scale_param_names))),
+                                    jnp.asarray(rng.normal(0, 0.01, (len(model.site_names), 3))))
+    frame = Frame(*(jnp.asarray(a[5]) for a in problem.frames))
+    frame = frame._replace(targets=frame.targets.at[2].set(jnp.nan))
+    weights = jax.tree.map(jnp.asarray, problem.weights)
+    offset_sites = tuple(int(s) for s in solver.site_ids[::2])
+    q = jnp.asarray(truth_coordinates(model)[5]) + 0.02
+
+    r, J, J_offsets = jax.jit(frame_jacobians, static_argnums=(0, 1, 6))(
+        model, tuple(map(int, solver.site_ids)), q, params, frame, weights, offset_sites)
+
+    def of(q, offsets):
+        moved = params.offsets.at[np.asarray(offset_sites)].add(offsets.reshape(-1, 3))
+        return frame_residuals(model, solver.site_ids, q, params.replace(offsets=moved), frame, weights)
+
+    zeros = jnp.zeros(3 * len(offset_sites))
+    J_auto, J_offsets_auto = jax.jacfwd(of, argnums=(0, 1))(q, zeros)
+    np.testing.assert_allclose(r, of(q, zeros), atol=1e-14)
+    np.testing.assert_allclose(J, J_auto, atol=1e-12)
+    np.testing.assert_allclose(J_offsets, J_offsets_auto, atol=1e-12)
+    assert np.abs(J_offsets_auto).max() > 0.1

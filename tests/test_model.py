@@ -115,7 +115,7 @@ def test_marker_jacobian_matches_mujoco_c_mj_jacsite(bundled):
         static = bundled.to_mujoco(params)
         data = mujoco.MjData(static)
         q = mb.sample_coordinates(bundled, jax.random.PRNGKey(20 + seed))
-        points, jac = fn(q, params)
+        kin, jac = fn(q, params)
         data.qpos[:] = np.asarray(bundled.coords_to_qpos(q, params))
         mujoco.mj_kinematics(static, data)
         mujoco.mj_comPos(static, data)
@@ -124,7 +124,8 @@ def test_marker_jacobian_matches_mujoco_c_mj_jacsite(bundled):
         for s in range(static.nsite):
             mujoco.mj_jacSite(static, data, jacp, None, s)
             np.testing.assert_allclose(jac[s], jacp @ dqpos, atol=1e-12, err_msg=bundled.site_names[s])
-        np.testing.assert_allclose(points, data.site_xpos, atol=1e-12)
+        np.testing.assert_allclose(kin.site_xpos, data.site_xpos, atol=1e-12)
+        np.testing.assert_allclose(kin.xmat, data.xmat.reshape(-1, 3, 3), atol=1e-12)
 
 
 def test_marker_jacobian_matches_autodiff_with_free_joint_and_couplings(myolegs):
@@ -133,10 +134,10 @@ def test_marker_jacobian_matches_autodiff_with_free_joint_and_couplings(myolegs)
     params = random_person(myolegs, rng)
     q = mb.sample_coordinates(myolegs, jax.random.PRNGKey(13)) * 0.8
     sites = np.arange(0, len(myolegs.site_names), 2)
-    points, jac = jax.jit(myolegs.marker_jacobian, static_argnums=2)(q, params, tuple(sites))
+    kin, jac = jax.jit(myolegs.marker_jacobian, static_argnums=2)(q, params, tuple(sites))
     auto = jax.jacfwd(lambda c: myolegs.forward(c, params, sites=sites).site_xpos)(q)
     np.testing.assert_allclose(jac, auto, atol=1e-12)
-    np.testing.assert_allclose(points, myolegs.markers(q, params)[sites], atol=1e-15)
+    np.testing.assert_allclose(kin.site_xpos, myolegs.markers(q, params)[sites], atol=1e-15)
 
 
 def test_markers_vmap_and_jit_over_frames(bundled):

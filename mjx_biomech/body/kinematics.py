@@ -40,6 +40,7 @@ class _Body:
     joints: tuple[_Joint, ...]
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Kinematics:
     """Poses of every body and site, world frame.

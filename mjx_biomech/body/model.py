@@ -288,8 +288,9 @@ class BiomechModel:
         qpos = self.coords_to_qpos(coords, params)
         return self._tree.forward(qpos, self.body_scales(params), params.offsets, sites)
 
-    def marker_jacobian(self, coords, params: BodyParams, sites=None) -> tuple[Array, Array]:
-        """Site positions (S, 3) and their derivative with respect to the coordinates (S, 3, C).
+    def marker_jacobian(self, coords, params: BodyParams, sites=None) -> tuple[Kinematics, Array]:
+        """Body and site poses (:meth:`forward`) and the derivative of the sites' positions with
+        respect to the coordinates (S, 3, C).
 
         The tree's part is in closed form (:meth:`KinematicTree.site_jacobian`), chained with the
         derivative of :meth:`coords_to_qpos` (coupled joints' functions, rotation vectors of ball
@@ -311,7 +312,7 @@ class BiomechModel:
         out = jac[:, :, adr[first]] * dqpos[adr[first], col[first]]
         for a, c in np.delete(np.stack([adr, col], 1), first, axis=0):
             out = out.at[:, :, c].add(jac[:, :, a] * dqpos[a, c])
-        return kin.site_xpos, out
+        return kin, out
 
     def _qpos_of_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """(qpos entry, coordinate) pairs where d qpos / d coordinate may be nonzero, grouped by

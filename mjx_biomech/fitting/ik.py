@@ -212,14 +212,15 @@ class MarkerIK:
             # Padding repeats the last frame: already solved when reached, it costs one iteration.
             pad = chunks * n - T
 
+            # NumPy until the compiled call: JAX arrays sliced op by op would compile each slice.
             def padded(a):
-                return jnp.asarray(np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]), f64)
+                return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]).astype(np.float64)
 
             frames = Frame(*map(padded, problem.frames))
-            first = jnp.arange(chunks * n) == 0
+            first = np.arange(chunks * n) == 0
             C = model.num_coordinates
-            carry = (jnp.asarray(q0, f64), jnp.zeros(C, f64), jnp.zeros((C, C), f64))
-            settings = (weights, jnp.asarray(accuracy, f64), jnp.asarray(max_iterations))
+            carry = (np.asarray(q0, np.float64), np.zeros(C), np.zeros((C, C)))
+            settings = (weights, np.float64(accuracy), np.int64(max_iterations))
 
             def part(k):
                 return jax.tree.map(lambda a: a[k * n : (k + 1) * n], (frames, first))

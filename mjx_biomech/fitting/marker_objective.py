@@ -26,7 +26,7 @@ from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.losses import observation_weights
 
 __all__ = [
-    "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_linearisation",
+    "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_jacobians", "frame_linearisation",
     "frame_residuals", "ik_problem", "points_residuals",
 ]
 
@@ -88,13 +88,36 @@ def frame_linearisation(
     weighted as :func:`points_residuals` weights the markers; columns of coordinates that do not move
     are zero.
     """
+    r, J, _ = frame_jacobians(model, site_ids, q, params, frame, weights)
+    return r, J
+
+
+def frame_jacobians(
+    model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights,
+    offset_sites: Sequence[int] = (),
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`frame_linearisation` and the Jacobian (3M + C, 3K) of the residuals with respect
+    to the offsets (metres, body frame) of the sites ``offset_sites`` (K,): a site's offset moves
+    its marker by its body's rotation."""
     coords = jnp.where(weights.moving, q, frame.base)
-    points, jac = model.marker_jacobian(coords, params, sites=site_ids)
+    kin, jac = model.marker_jacobian(coords, params, sites=site_ids)
+    points = kin.site_xpos
     moving = jnp.asarray(weights.moving, jac.dtype)
     scale = _marker_scale(frame, weights)
     J = jnp.concatenate([(scale[:, None, None] * jac * moving).reshape(-1, jac.shape[-1]),
                          jnp.diag(jnp.sqrt(weights.coordinates) * moving)])
-    return points_residuals(points, coords, frame, weights), J
+    rows = 3 * len(site_ids) + len(moving)
+    J_offsets = jnp.zeros((rows, 3 * len(offset_sites)), jac.dtype)
+    tracked = {int(site): m for m, site in enumerate(site_ids)}
+    pairs = [(tracked[int(site)], j) for j, site in enumerate(offset_sites) if int(site) in tracked]
+    if pairs:
+        m, j = (np.array(v) for v in zip(*pairs))
+        bodies = np.asarray(model.mj_model.site_bodyid)[np.asarray(site_ids)[m]]
+        blocks = scale[m][:, None, None] * kin.xmat[bodies]  # (P, 3, 3)
+        r_index = 3 * m[:, None, None] + np.arange(3)[None, :, None]
+        c_index = 3 * j[:, None, None] + np.arange(3)[None, None, :]
+        J_offsets = J_offsets.at[r_index, c_index].set(blocks)
+    return points_residuals(points, coords, frame, weights), J, J_offsets
 
 
 def _marker_scale(frame: Frame, weights: Weights):

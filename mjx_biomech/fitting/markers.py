@@ -47,7 +47,7 @@ from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.ik import IKResult, marker_ik
-from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, Weights, frame_residuals
+from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, Weights, frame_jacobians, frame_residuals
 from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.schur_lm import schur_levenberg_marquardt
 from mjx_biomech.fitting.trajectories import CoordinateMap
@@ -143,6 +143,30 @@ def _residual(u, p, frame, problem: _ScaleProblem):
     return factor * r
 
 
+def _linearise(u, p, frame, problem: _ScaleProblem):
+    """:func:`_residual` and its Jacobians: the poses' and the offsets' in closed form
+    (:func:`~mjx_biomech.fitting.marker_objective.frame_jacobians`), the log scales' by forward
+    differentiation (a few parameters against the pose's tens and the offsets' hundred)."""
+    data, weights, factor = frame
+    site_ids = np.asarray(problem.site_ids)
+    k = len(problem.free_scales)
+
+    def coords_of(z):
+        c = problem.coords(z)
+        return c, c
+
+    dcoords, coords = jax.jacfwd(coords_of, has_aux=True)(u)
+    r, J_coords, J_offsets = frame_jacobians(problem.model, site_ids, coords, problem.params(p), data, weights,
+                                             problem.offset_sites)
+
+    def of_logs(logs):
+        return frame_residuals(problem.model, site_ids, coords, problem.params(jnp.concatenate([logs, p[k:]])), data,
+                               weights)
+
+    J_scales = jax.jacfwd(of_logs)(p[:k])
+    return factor * r, factor * (J_coords @ dcoords), factor * jnp.concatenate([J_scales, J_offsets], axis=1)
+
+
 def _prior(p, problem: _ScaleProblem):
     k = len(problem.free_scales)
     start = jnp.asarray(problem.log_scales, p.dtype)[np.asarray(problem.free_scales, int)]
@@ -177,8 +201,10 @@ def _overall_guess(model, marker_set, problems) -> float:
         raise InputError(f"the trials observe {int(seen.sum())} tracked marker(s) of {model.source} in their best "
                          "frame; scaling needs at least 3")
     with jax.enable_x64(True):
-        neutral = np.asarray(model.markers(jnp.asarray(model.neutral_coordinates()),
-                                           model.default_params(jnp.float64), marker_set))
+        # Compiled once: op by op, every primitive of the model would be compiled apart.
+        markers = jax.jit(model.markers, static_argnums=2)
+        neutral = np.asarray(markers(jnp.asarray(model.neutral_coordinates()), model.default_params(jnp.float64),
+                                     marker_set))
     return _spread(targets[seen]) / _spread(neutral[seen])
 
 
@@ -327,10 +353,12 @@ def fit_markers(
                                      offset_sigma_m, scale_sigma)
     with jax.enable_x64(True):
         u0 = jnp.asarray(problem.cmap.to_z(poses, np.zeros(len(poses))))
-        p0 = jnp.concatenate([jnp.asarray(log_scales)[np.asarray(free, int)], jnp.zeros(3 * len(fitted))])
+        p0 = jnp.asarray(np.concatenate([np.asarray(log_scales)[np.asarray(free, int)], np.zeros(3 * len(fitted))]))
         _, p, history = schur_levenberg_marquardt(_residual, _prior, u0, p0, jax.tree.map(jnp.asarray, data), problem,
-                                                  iterations=iterations, rtol=_RTOL, progress=progress, stage=STAGE)
-        params = jax.tree.map(np.asarray, problem.params(p))
+                                                  iterations=iterations, rtol=_RTOL, progress=progress, stage=STAGE,
+                                                  linearise=_linearise)
+        # Compiled, not op by op (which compiles every primitive apart).
+        params = jax.tree.map(np.asarray, jax.jit(problem.params)(p))
     scale_seconds = time.perf_counter() - started
 
     static_ik = (solver.solve(static, params, static_weights, static_targets, accuracy=accuracy, progress=progress)

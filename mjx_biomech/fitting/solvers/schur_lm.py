@@ -15,7 +15,8 @@ joint optimum that alternating resection and body fits approach only slowly when
 error has leaked into the poses.
 
 Each frame's Jacobian comes from ``jax.jacfwd`` of the residual function, so the solver works
-for any differentiable residual; the frames are visited with ``lax.scan``. Damping follows
+for any differentiable residual, or from the problem's own closed form (``linearise``); the
+frames are visited with ``lax.scan``. Damping follows
 Marquardt (a multiple of the normal matrix's diagonal), with the usual accept/reject rule.
 """
 
@@ -59,9 +60,15 @@ def objective(residual: Callable, prior: Callable, q, p, frames, args) -> jax.Ar
     return jnp.sum(jax.vmap(one)(q, frames)) + 0.5 * jnp.sum(rp * rp)
 
 
-def normal_equations(residual: Callable, prior: Callable, q, p, frames, args) -> NormalEquations:
+def normal_equations(
+    residual: Callable, prior: Callable, q, p, frames, args, linearise: Callable | None = None
+) -> NormalEquations:
     """Assemble :class:`NormalEquations` frame by frame (``lax.scan``: one frame's Jacobian in
-    memory at a time; vectorising over frames was no faster on a CPU)."""
+    memory at a time; vectorising over frames was no faster on a CPU).
+
+    ``linearise(q_f, p, frame_data, args) -> (r, J_q, J_p)`` gives a frame's residuals and
+    Jacobians where the problem knows them in closed form; default ``jax.jacfwd`` of ``residual``.
+    """
 
     def with_value(f):
         # Returns the residual as the auxiliary output: Jacobian and value from one evaluation.
@@ -74,7 +81,10 @@ def normal_equations(residual: Callable, prior: Callable, q, p, frames, args) ->
     def frame(carry, x):
         C, gp, cost = carry
         qf, df = x
-        (Jq, Jp), r = jax.jacfwd(with_value(residual), argnums=(0, 1), has_aux=True)(qf, p, df, args)
+        if linearise is None:
+            (Jq, Jp), r = jax.jacfwd(with_value(residual), argnums=(0, 1), has_aux=True)(qf, p, df, args)
+        else:
+            r, Jq, Jp = linearise(qf, p, df, args)
         out = (Jq.T @ Jq, Jq.T @ Jp, Jq.T @ r)
         return (C + Jp.T @ Jp, gp + Jp.T @ r, cost + 0.5 * jnp.sum(r * r)), out
 
@@ -112,9 +122,13 @@ def damped_step(eq: NormalEquations, lam) -> tuple[jax.Array, jax.Array]:
     return dq, dp
 
 
+# Compiled: run op by op, the objective would compile every primitive of the model apart.
+_objective = eqx.filter_jit(objective)
+
+
 @eqx.filter_jit
-def _assemble(residual, prior, q, p, frames, args):
-    return normal_equations(residual, prior, q, p, frames, args)
+def _assemble(residual, prior, q, p, frames, args, linearise):
+    return normal_equations(residual, prior, q, p, frames, args, linearise)
 
 
 @eqx.filter_jit
@@ -139,6 +153,7 @@ def schur_levenberg_marquardt(
     rtol: float = 1e-9,
     progress: Progress | None = None,
     stage: str = "bundle adjustment",
+    linearise: Callable | None = None,
 ):
     """Minimise ``½ Σ_f |residual(q_f, p, frames_f, args)|² + ½ |prior(p, args)|²``.
 
@@ -155,16 +170,18 @@ def schur_levenberg_marquardt(
         progress: called as ``progress(stage, 0, iterations, {})`` at the start and
             ``progress(stage, i, iterations, {"loss": objective})`` after iteration i (see
             :mod:`mjx_biomech.fitting.fit`); it ends before ``iterations`` once converged.
+        linearise: a frame's residuals and Jacobians in closed form (:func:`normal_equations`);
+            None for ``jax.jacfwd`` of ``residual``. Give a module-level function.
 
     Returns:
         ``(q, p, history)``: the solution and the objective after every accepted step.
     """
-    cost = float(objective(residual, prior, q, p, frames, args)) if iterations > 0 else float("nan")
+    cost = float(_objective(residual, prior, q, p, frames, args)) if iterations > 0 else float("nan")
     history = [cost]
     if progress is not None:
         progress(stage, 0, iterations, {})
     for i in range(iterations):
-        eq = _assemble(residual, prior, q, p, frames, args)
+        eq = _assemble(residual, prior, q, p, frames, args, linearise)
         accepted = False
         for _attempt in range(8):
             q1, p1, c1, predicted = _try(residual, prior, eq, q, p, frames, args, jnp.asarray(lam, eq.C.dtype))

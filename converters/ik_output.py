@@ -6,11 +6,14 @@ One folder per run:
 - ``<trial>_marker_errors.sto``: per frame ``total_squared_error`` (m²), ``marker_error_RMS``
   and ``marker_error_max`` (m), with OpenSim's header and its definitions (a marker missing in a
   frame counts 0 in the sum and 1 in the RMS's denominator);
+- ``<trial>_std.sto``: the standard error of every coordinate in every frame, in the ``.mot``'s
+  units (degrees for rotations), which OpenSim reads as a storage
+  (:attr:`~mjx_biomech.fitting.ik.IKResult.coordinate_std`);
 - ``report.json``: per trial, marker RMS and maximum overall and per marker, the markers
   skipped, solver iterations and times, and per-coordinate RMS differences from a reference
   .mot when one is given;
-- ``plots/<trial>_marker_errors.png`` and ``plots/<trial>_joint_angles.png`` (the reference
-  dashed).
+- ``plots/<trial>_marker_errors.png`` and ``plots/<trial>_joint_angles.png`` (±1.96 standard
+  errors shaded, the reference dashed).
 """
 
 from __future__ import annotations
@@ -88,6 +91,11 @@ def marker_report(result: IKResult) -> dict:
         "unmatched_markers": list(result.unmatched_markers),
         "iterations": {"mean": float(np.mean(result.iterations)), "max": int(np.max(result.iterations))},
         "converged_frames": int(np.sum(result.converged)),
+        "noise_sigma_m": result.noise_sigma_m,
+        "coordinate_std_median": {
+            name: float(np.nanmedian(np.degrees(col) if rot else col)) if np.isfinite(col).any() else None
+            for name, col, rot in zip(result.coordinate_names, result.coordinate_std.T, _rotational(result))
+        } if result.coordinate_std is not None else None,
         "compile_seconds": result.compile_seconds,
         "solve_seconds": result.solve_seconds,
         "frames_per_second": float(len(result.times) / result.solve_seconds) if result.solve_seconds > 0 else None,
@@ -125,6 +133,10 @@ def _plots(result: IKResult, folder: Path, reference: mot.MotionTable | None) ->
     for ax, name in zip(axes.ravel(), names):
         i = result.coordinate_names.index(name)
         ax.plot(result.times, np.degrees(result.coordinates[:, i]), lw=1.2, label="mjx-biomech")
+        if result.coordinate_std is not None:
+            band = 1.96 * np.degrees(result.coordinate_std[:, i])
+            middle = np.degrees(result.coordinates[:, i])
+            ax.fill_between(result.times, middle - band, middle + band, alpha=0.3, lw=0, label="±1.96 σ")
         if reference is not None and name in reference.names:
             ax.plot(reference.times, np.degrees(reference.column(name)), "--", lw=0.9, label="reference")
         ax.set_title(name, fontsize=8)
@@ -156,6 +168,10 @@ def write_trial_outputs(
         folder / f"{result.name}_marker_errors.sto", result.times,
         ("total_squared_error", "marker_error_RMS", "marker_error_max"), errors, [False] * 3,
         in_degrees=False, name="Model Marker Errors from IK")
+    if result.coordinate_std is not None:
+        written[f"{result.name}_std.sto"] = mot.write_mot(
+            folder / f"{result.name}_std.sto", result.times, result.coordinate_names, result.coordinate_std, rotational,
+            name="Standard errors of the coordinates")
     entry = marker_report(result)
     table = None
     if reference is not None:

@@ -75,6 +75,12 @@ class IKResult:
         unmatched_markers: trial markers that the model lacks (or no task names).
         compile_seconds: compiling the solver (0 when reused).
         solve_seconds: solving every frame.
+        coordinate_std: (T, C) standard error of each coordinate (radians or metres): the
+            Gauss–Newton (Laplace) covariance ``σ² (Σ_m w_m J_mᵀ J_m)⁻¹`` at the solution, with the
+            unit-weight marker noise ``σ`` estimated from the trial's residuals; 0 for coordinates
+            that do not move or sit on a bound, NaN for one no observed marker determines and in
+            frames without markers.
+        noise_sigma_m: that ``σ`` (m, per axis, for a marker of weight 1).
     """
 
     name: str
@@ -92,6 +98,8 @@ class IKResult:
     unmatched_markers: tuple[str, ...]
     compile_seconds: float
     solve_seconds: float
+    coordinate_std: np.ndarray | None = None
+    noise_sigma_m: float = float("nan")
 
     @property
     def total_squared_error(self) -> np.ndarray:
@@ -156,7 +164,8 @@ class MarkerIK:
             coords = jnp.where(weights.moving, q, frames.base)
             points = jax.vmap(lambda c: model.forward(c, params, sites=self.site_ids).site_xpos)(coords)
             r = jax.vmap(lambda p, c, f: points_residuals(p, c, f, weights))(points, coords, frames)
-            return (x, v, S), (coords, 0.5 * jnp.sum(r * r, axis=1), iterations, converged, points)
+            spread = jax.vmap(lambda c, f: _spread_terms(linearise(f)(c), c, f, weights))(coords, frames)
+            return (x, v, S), (coords, 0.5 * jnp.sum(r * r, axis=1), iterations, converged, points, *spread)
 
         self._chunk = jax.jit(chunk)
 
@@ -236,8 +245,15 @@ class MarkerIK:
                 if progress is not None:
                     jax.block_until_ready(result)
                     progress(STAGE, min((k + 1) * n, T), T, {"trial": trial.name})
-            coords, objective, it, ok, points = (np.concatenate([np.asarray(o[i]) for o in out])[:T] for i in range(5))
+            coords, objective, it, ok, points, h_inv, total, observed, free, squared = (
+                np.concatenate([np.asarray(o[i]) for o in out])[:T] for i in range(10))
             solve_s = time.perf_counter() - start
+        # The unit-weight marker noise pooled over the trial (weighted squared errors over the degrees
+        # of freedom), then each frame's covariance sigma² (Σ w J_mᵀ J_m)⁻¹ (Laplace approximation).
+        dof = float(np.sum(observed - free))
+        noise = float(np.sqrt(np.sum(squared * total) / dof)) if dof > 0 else float("nan")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            std = np.where(total[:, None] > 0, np.sqrt(noise**2 / total[:, None] * h_inv), np.nan)
         weights_np = problem.weights.markers
         keep = weights_np > 0
         errors = np.linalg.norm(points - problem.frames.targets, axis=-1)
@@ -247,7 +263,7 @@ class MarkerIK:
             marker_names=tuple(name for name, k in zip(self.marker_names, keep) if k), marker_weights=weights_np[keep],
             marker_errors=errors[:, keep], objective=objective, iterations=it.astype(int), converged=ok.astype(bool),
             skipped_markers=problem.skipped_markers, unmatched_markers=problem.unmatched_markers, compile_seconds=compile_s,
-            solve_seconds=solve_s,
+            solve_seconds=solve_s, coordinate_std=std, noise_sigma_m=noise,
         )
 
     def problem(
@@ -268,6 +284,29 @@ class MarkerIK:
                 raise InputError(f"initial: shape {q0.shape}; expected ({model.num_coordinates},) in "
                                  "model.coordinate_names order")
         return np.clip(q0, lower, upper)
+
+
+def _spread_terms(linearised, coords, frame: Frame, weights):
+    """What a frame's covariance needs: the diagonal of ``(JᵀJ)⁻¹`` over the coordinates free at
+    the solution (moving, off their bounds, seen by some marker; 0 for the others that are held,
+    NaN for unseen ones), the frame's total marker weight, its observed residual count, its free
+    count and its normalised squared marker residual."""
+    r, J = linearised
+    M = frame.targets.shape[0]
+    JtJ = J.T @ J
+    d = jnp.diagonal(JtJ)
+    eps = jnp.finfo(J.dtype).eps
+    seen = d > eps * jnp.maximum(jnp.max(d), 1.0)
+    held = ~weights.moving | (coords <= weights.lower) | (coords >= weights.upper)
+    free = ~held & seen
+    n = coords.shape[0]
+    A = jnp.where(free[:, None] & free[None, :], JtJ, jnp.eye(n, dtype=J.dtype))
+    inverse = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(A), True), jnp.eye(n, dtype=J.dtype))
+    h_inv = jnp.where(free, jnp.diagonal(inverse), jnp.where(held, 0.0, jnp.nan))
+    observed = jnp.all(jnp.isfinite(frame.targets), axis=-1) & (weights.markers > 0)
+    total = jnp.sum(jnp.where(observed, weights.markers, 0.0))
+    squared = jnp.sum(r[: 3 * M] ** 2)
+    return h_inv, total, 3 * jnp.sum(observed), jnp.sum(free), squared
 
 
 _SOLVERS: dict = {}

@@ -126,11 +126,17 @@ def scale_report(result: MarkerFitResult, masses: np.ndarray) -> dict:
             "fitted": list(result.fitted_scales),
             "bodies": {name: [float(v) for v in s] for name, s in result.body_scales.items()},
             "initial_overall": result.initial_scale,
+            # Standard errors (relative, %) and the scales the data leave undetermined (σ > 2 %).
+            "sigma_pct": {name: 100 * s for name, s in result.scale_sigma.items()},
+            "not_determined": list(result.undetermined_scales),
         },
         "markers": {
             name: {"offset_m": [float(v) for v in o], "offset_norm_m": float(np.linalg.norm(o)),
-                   "fixed": name in result.fixed_markers, "fitted": name in fitted}
-            for name, o in zip(result.marker_names, result.offsets)
+                   "fixed": name in result.fixed_markers, "fitted": name in fitted,
+                   "offset_sigma_m": ([float(v) for v in result.offset_sigma_m[k]]
+                                      if result.offset_sigma_m is not None and name in fitted else None),
+                   "not_determined": name in result.undetermined_markers}
+            for k, (name, o) in enumerate(zip(result.marker_names, result.offsets))
         },
         "masses_kg": {name: float(masses[b]) for b, name in enumerate(model.body_names) if masses[b] > 0},
         "total_mass_kg": float(np.sum(masses)),

@@ -182,9 +182,15 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title="scale factors")
     table.add_column("parameter")
     table.add_column("scale", justify="right")
+    table.add_column("σ %", justify="right")
     for name in result.fitted_scales or result.model.scale_param_names:
-        table.add_row(name, f"{result.scales[name]:.4f}")
+        sigma = result.scale_sigma.get(name)
+        table.add_row(name, f"{result.scales[name]:.4f}", "" if sigma is None else f"{100 * sigma:.2f}")
     console.print(table)
+    if result.undetermined_scales or result.undetermined_markers:
+        console.print("[yellow]not determined by the data (σ above 2 % / 1 cm):[/] "
+                      + ", ".join(result.undetermined_scales + result.undetermined_markers)
+                      + " — tie such groups to a neighbour (--tie-left-right) or hold them at the prior")
     errors = Table(title="marker errors with the scaled model")
     for col in ("trial", "frames", "RMS mm", "max mm", "skipped"):
         errors.add_column(col, justify="right")

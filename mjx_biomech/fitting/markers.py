@@ -49,12 +49,15 @@ from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.ik import IKResult, marker_ik
 from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, Weights, frame_jacobians, frame_residuals
 from mjx_biomech.fitting.solvers import Progress
-from mjx_biomech.fitting.solvers.schur_lm import schur_levenberg_marquardt
+from mjx_biomech.fitting.solvers.schur_lm import covariance_of_shared, schur_levenberg_marquardt
 from mjx_biomech.fitting.trajectories import CoordinateMap
 
-__all__ = ["MarkerFitResult", "averaged_trial", "fit_markers"]
+__all__ = ["OFFSET_SIGMA_LIMIT_M", "SCALE_SIGMA_LIMIT", "MarkerFitResult", "averaged_trial", "fit_markers"]
 
 STAGE = "scale"
+# Standard errors above which a parameter counts as not determined by the data.
+SCALE_SIGMA_LIMIT = 0.02  # relative (2 %)
+OFFSET_SIGMA_LIMIT_M = 0.01
 # The Schur LM stops when a step lowers the objective by less than this fraction: scales then
 # move by well under 0.1 %.
 _RTOL = 1e-6
@@ -79,6 +82,12 @@ class MarkerFitResult:
         history: (k,) the objective after each accepted Levenberg–Marquardt step.
         frames_used: trial name -> frames that entered the scaling.
         scale_seconds: the scaling (initial IK and Schur LM); ``seconds``: everything.
+        scale_sigma: fitted scale parameter -> standard error of its logarithm (≈ relative error),
+            and ``offset_sigma_m`` (M, 3) each fitted offset's (NaN for markers not fitted): the
+            Laplace approximation at the optimum under the fit's own noise model (``marker_sigma_m``
+            per trial, the priors), the poses marginalised by the Schur complement
+            (:func:`~mjx_biomech.fitting.solvers.schur_lm.shared_covariance`). Empty / None when
+            the scales were given, not fitted.
     """
 
     model: object
@@ -96,6 +105,23 @@ class MarkerFitResult:
     frames_used: Mapping[str, int]
     scale_seconds: float
     seconds: float
+    scale_sigma: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    offset_sigma_m: np.ndarray | None = None
+
+    @property
+    def undetermined_scales(self) -> tuple[str, ...]:
+        """Fitted scales whose standard error exceeds :data:`SCALE_SIGMA_LIMIT` (relative): the
+        data do not determine them (tie them to a neighbour or hold them at the prior)."""
+        return tuple(n for n, s in self.scale_sigma.items() if not s <= SCALE_SIGMA_LIMIT)
+
+    @property
+    def undetermined_markers(self) -> tuple[str, ...]:
+        """Fitted markers with an offset component whose standard error exceeds
+        :data:`OFFSET_SIGMA_LIMIT_M`."""
+        if self.offset_sigma_m is None:
+            return ()
+        return tuple(n for n, s in zip(self.marker_names, self.offset_sigma_m)
+                     if n in self.fitted_markers and not np.all(s <= OFFSET_SIGMA_LIMIT_M))
 
     @property
     def scales(self) -> dict[str, float]:
@@ -354,9 +380,11 @@ def fit_markers(
     with jax.enable_x64(True):
         u0 = jnp.asarray(problem.cmap.to_z(poses, np.zeros(len(poses))))
         p0 = jnp.asarray(np.concatenate([np.asarray(log_scales)[np.asarray(free, int)], np.zeros(3 * len(fitted))]))
-        _, p, history = schur_levenberg_marquardt(_residual, _prior, u0, p0, jax.tree.map(jnp.asarray, data), problem,
-                                                  iterations=iterations, rtol=_RTOL, progress=progress, stage=STAGE,
-                                                  linearise=_linearise)
+        frames = jax.tree.map(jnp.asarray, data)
+        u, p, history = schur_levenberg_marquardt(_residual, _prior, u0, p0, frames, problem, iterations=iterations,
+                                                  rtol=_RTOL, progress=progress, stage=STAGE, linearise=_linearise)
+        sigma = np.sqrt(np.diagonal(np.asarray(covariance_of_shared(_residual, _prior, u, p, frames, problem,
+                                                                      _linearise))))
         # Compiled, not op by op (which compiles every primitive apart).
         params = jax.tree.map(np.asarray, jax.jit(problem.params)(p))
     scale_seconds = time.perf_counter() - started
@@ -365,11 +393,18 @@ def fit_markers(
                  if static is not None else None)
     results = tuple(solver.solve(t, params, marker_weights, coordinate_targets, accuracy=accuracy, progress=progress)
                     for t in trials)
+    k = len(free)
+    offset_sigma = np.full((len(names), 3), np.nan)
+    for j, name in enumerate(fitted):
+        offset_sigma[names.index(name)] = sigma[k + 3 * j : k + 3 * j + 3]
     return MarkerFitResult(
         model=model, marker_set=marker_set, params=params,
         fitted_scales=tuple(model.scale_param_names[i] for i in free), marker_names=names,
+        scale_sigma={model.scale_param_names[i]: float(sigma[n]) for n, i in enumerate(free)},
+        offset_sigma_m=offset_sigma,
         offsets=np.asarray(params.offsets)[np.asarray(solver.site_ids)],
-        fixed_markers=tuple(n for n in names if n in fixed_markers), fitted_markers=fitted, static=static_ik, trials=results, initial_scale=guess,
+        fixed_markers=tuple(n for n in names if n in fixed_markers), fitted_markers=fitted, static=static_ik,
+        trials=results, initial_scale=guess,
         history=np.asarray(history, float), frames_used={t.name: len(picked) for t, _, _, picked in scaling},
         scale_seconds=scale_seconds, seconds=time.perf_counter() - started,
     )

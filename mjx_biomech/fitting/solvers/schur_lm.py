@@ -94,32 +94,53 @@ def normal_equations(
     return NormalEquations(A, B, gq, C, gp, cost)
 
 
-def damped_step(eq: NormalEquations, lam) -> tuple[jax.Array, jax.Array]:
-    """The Levenberg–Marquardt step ``(dq (F, nq), dp (np,))`` for damping ``lam``: the frames
-    eliminated by the Schur complement, each block damped by ``lam`` times its diagonal."""
-    eps = jnp.finfo(eq.C.dtype).eps
+def _damp(M, lam):
+    """``M + lam · diag(M)`` (batched), a variable that no residual sees given a unit diagonal: its
+    step is 0 (its variance ``1/lam``), not a division by 0."""
+    eps = jnp.finfo(M.dtype).eps
+    d = jnp.diagonal(M, axis1=-2, axis2=-1)
+    floor = eps * jnp.maximum(jnp.max(d, axis=-1, keepdims=True), 1.0)
+    d = jnp.where(d > floor, d, jnp.maximum(floor, 1.0))
+    return M + lam * d[..., :, None] * jnp.eye(M.shape[-1], dtype=M.dtype)
 
-    def damp(M):
-        d = jnp.diagonal(M, axis1=-2, axis2=-1)
-        # A variable that no residual sees gets a unit diagonal: its step is 0, not a division by 0.
-        floor = eps * jnp.maximum(jnp.max(d, axis=-1, keepdims=True), 1.0)
-        d = jnp.where(d > floor, d, jnp.maximum(floor, 1.0))
-        return M + lam * d[..., :, None] * jnp.eye(M.shape[-1], dtype=M.dtype)
 
-    A = damp(eq.A)
-    Achol = jax.vmap(jnp.linalg.cholesky)(A)
+def _eliminate(eq: NormalEquations, lam):
+    """The frames' blocks factored and the Schur complement in the shared variables."""
+    Achol = jax.vmap(jnp.linalg.cholesky)(_damp(eq.A, lam))
 
     def solve_a(L, rhs):
         return jax.scipy.linalg.cho_solve((L, True), rhs)
 
     AinvB = jax.vmap(solve_a)(Achol, eq.B)  # (F, nq, np)
     Ainvg = jax.vmap(solve_a)(Achol, eq.gq)  # (F, nq)
-    S = damp(eq.C) - jnp.einsum("fqa,fqb->ab", eq.B, AinvB)
+    S = _damp(eq.C, lam) - jnp.einsum("fqa,fqb->ab", eq.B, AinvB)
+    return Achol, AinvB, Ainvg, 0.5 * (S + S.T)
+
+
+def damped_step(eq: NormalEquations, lam) -> tuple[jax.Array, jax.Array]:
+    """The Levenberg–Marquardt step ``(dq (F, nq), dp (np,))`` for damping ``lam``: the frames
+    eliminated by the Schur complement, each block damped by ``lam`` times its diagonal."""
+    _, AinvB, Ainvg, S = _eliminate(eq, lam)
     rhs = eq.gp - jnp.einsum("fqa,fq->a", eq.B, Ainvg)
-    S = 0.5 * (S + S.T)
     dp = -jax.scipy.linalg.solve(S, rhs, assume_a="pos")
     dq = -(Ainvg + jnp.einsum("fqa,a->fq", AinvB, dp))
     return dq, dp
+
+
+def covariance_of_shared(residual: Callable, prior: Callable, q, p, frames, args=None,
+                         linearise: Callable | None = None) -> jax.Array:
+    """:func:`shared_covariance` of the problem of :func:`schur_levenberg_marquardt` at ``(q, p)``."""
+    return shared_covariance(_assemble(residual, prior, q, p, frames, args, linearise))
+
+
+@eqx.filter_jit
+def shared_covariance(eq: NormalEquations) -> jax.Array:
+    """(np, np) the covariance of the shared variables at an optimum, ``S⁻¹`` of the undamped
+    Schur complement (the Laplace approximation when the objective is a negative log-likelihood
+    in units of its noise): the frames' variables are marginalised, no dense inverse of the
+    whole problem is formed. A variable no residual sees gets a variance of order 1e12."""
+    _, _, _, S = _eliminate(eq, 1e-12)
+    return jnp.linalg.inv(S)
 
 
 # Compiled: run op by op, the objective would compile every primitive of the model apart.

@@ -27,7 +27,7 @@ import mjx_biomech
 from mjx_biomech.analysis import metrics
 from mjx_biomech.capture import synthetic
 from mjx_biomech.capture.projection import project, triangulate_robust
-from mjx_biomech.fitting import trajectories
+from mjx_biomech.fitting import initialisation, trajectories
 from mjx_biomech.fitting.fit import fit
 
 MARKERS = "coco17"
@@ -43,7 +43,7 @@ def two_stage(model, capture, rig):
     """Triangulate, then per-frame least-squares IK (warm-started from the previous frame)."""
     pts, _ = triangulate_robust(rig, capture.keypoints, capture.confidence)
     pts = np.asarray(pts, float)
-    guess = trajectories.initial_root(model, capture, rig, MARKERS)
+    guess = initialisation.initial_root(model, capture, rig, MARKERS)
     params = model.scale_params(overall=guess.scale)
     active = np.flatnonzero(trajectories.observed_coordinates(model, MARKERS) | trajectories.root_coordinates(model))
     base = jnp.asarray(model.neutral_coordinates())

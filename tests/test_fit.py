@@ -6,6 +6,8 @@ AdamW step is built once per module.
 """
 
 import dataclasses
+import json
+import tomllib
 
 import equinox as eqx
 import jax
@@ -15,15 +17,21 @@ import pytest
 from scipy.special import huber
 
 import mjx_biomech
-from mjx_biomech.analysis.results import truth_metrics
+from converters import fit_output
+from converters.mot import read_mot
+from converters.trc import read_trc
+from mjx_biomech.analysis import metrics, plausibility, plots
+from mjx_biomech.analysis.results import FitResult, TrialResult, holdout_scores, truth_metrics
+from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture import synthetic
 from mjx_biomech.capture.cameras import extrinsic_difference
 from mjx_biomech.capture.captures import Capture, mirror_pairs
 from mjx_biomech.capture.projection import project
 from mjx_biomech.errors import InputError
-from mjx_biomech.fitting import losses, trajectories
+from mjx_biomech.fitting import anthropometry, initialisation, losses, objective, trajectories
 from mjx_biomech.fitting.fit import fit
 from mjx_biomech.fitting.solvers import adam
+from mjx_biomech.fitting.variables import FitSetup
 
 MARKERS = "bml_movi_87"
 # Offsets towards 0 weigh more than the library default: the true offsets are 0 here, and the
@@ -134,6 +142,12 @@ def test_left_right_swaps_of_a_detector_are_found_and_undone(model, trial, plain
     # Nothing relabelled where the detector was right, beyond the ambiguous pairs.
     assert sum(counts.values()) <= truth.sum() + 0.02 * (~truth).sum()
     assert counts["cam1"] <= 0.02 * T * len(pairs)
+    # The scores count the exchanged detections and score them as relabelled: cam2, a quarter of
+    # whose detections the detector swapped, scores like a camera without swaps.
+    scores = result.metrics["trials"]["synthetic"]
+    relabelled = scores["detections_relabelled"]
+    assert relabelled["cam2"] >= 2 * 0.9 * visible[cap.camera_names.index("cam2")].sum() and relabelled["cam1"] <= relabelled["cam2"] / 10
+    assert scores["per_camera"]["cam2"]["gc5"] >= scores["per_camera"]["cam1"]["gc5"] - 0.02
     m = truth_metrics(result, trial["person"], trial["coords"], skip_seconds=0.5)
     clean = truth_metrics(plain_fit, trial["person"], trial["coords"], skip_seconds=0.5)
     assert m["scale_error_max_pct"] <= 1.0 and m["joint_rmse_deg"] <= 1.5
@@ -178,9 +192,18 @@ def test_mismatched_frame_counts_and_marker_sets_are_clear_errors(model, trial):
         fit(model, cap, trial["rig"], MARKERS, solver="lm", representation="mlp")
 
 
-def test_an_interrupted_and_resumed_fit_equals_an_uninterrupted_one(model, trial, tmp_path):
-    short = dict(SETTINGS, steps=40, bundle_adjust=True, ba_start_fraction=0.5)
-    whole = fit(model, trial["capture"], trial["rig"], MARKERS, **short)
+SHORT_BA = dict(SETTINGS, steps=40, bundle_adjust=True, ba_start_fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def short_ba_fit(model, trial):
+    """A few AdamW steps with bundle adjustment: enough for what a fit writes, not for accuracy."""
+    return fit(model, trial["capture"], trial["rig"], MARKERS, **SHORT_BA)
+
+
+def test_an_interrupted_and_resumed_fit_equals_an_uninterrupted_one(model, trial, short_ba_fit, tmp_path):
+    short = SHORT_BA
+    whole = short_ba_fit
 
     class Interrupt(Exception):
         pass
@@ -294,3 +317,251 @@ def test_trajectories_stay_in_joint_ranges_and_the_mlp_encodes_time_in_29_dimens
     mlp = trajectories.mlp_from_coords(cmap, times, coords, jax.random.PRNGKey(0), width=32, depth=2)
     assert mlp(jnp.asarray(times)).shape == coords.shape
 
+
+
+# ------------------------------------------------------------------ a robust start
+@pytest.mark.parametrize("marker_set, cameras, turn_deg", [("bml_movi_87", 4, 0.0), ("blazepose33", 8, 178.0)])
+def test_initial_heading_and_position_survive_missing_and_wrong_keypoints(model, marker_set, cameras, turn_deg):
+    """Half the detections missing and 5 % of them 20-150 px off: the start of a fit still has
+    the walker's heading within 5 degrees in every frame (no outlier unwrapped into a full
+    turn, also when the heading straddles ±180 degrees) and its position within 5 cm."""
+    times, coords = synthetic.walking(model, duration=3.0, fps=30.0, seed=1)
+    yaw = model.coordinate_names.index("pelvis_rotation")
+    coords[:, yaw] += np.radians(turn_deg)
+    # Without marker offsets the model's own keypoints are the person's: the heading is defined.
+    person = synthetic.person(model, seed=1, marker_set=marker_set, offset_range_m=(0.0, 0.0))
+    rig = synthetic.ring_rig(n_cameras=cameras)
+    position = [model.coordinate_names.index(n) for n in ("pelvis_tx", "pelvis_ty", "pelvis_tz")]
+    for dropout in (0.3, 0.5):
+        cap = synthetic.capture(model, person, times, coords, rig, marker_set, dropout=dropout, outlier_fraction=0.05, seed=3)
+        guess = initialisation.initial_root(model, cap, rig, marker_set)
+        filled = trajectories.fill_missing(times, guess.coords)
+        heading_error = np.degrees(np.angle(np.exp(1j * (filled[:, yaw] - coords[:, yaw]))))
+        assert np.max(np.abs(heading_error)) <= 5.0, dropout
+        # Unwrapped: consecutive frames never jump by a turn.
+        assert np.max(np.abs(np.diff(filled[:, yaw]))) < np.radians(10.0)
+        assert np.max(np.abs(filled[:, position] - coords[:, position])) <= 0.05, dropout
+
+
+# ------------------------------------------------------------------ plausible bodies
+def _setup(model, **kw) -> FitSetup:
+    return FitSetup(model=model, marker_set=MARKERS, site_ids=(), scale_prior=tuple(n != "overall" for n in model.scale_param_names),
+                    delta_px=10.0, offset_weight=1.0, scale_weight=1.0, smooth_weight=0.0, camera_weight=1.0, points=1,
+                    scale_sd=tuple(np.nan_to_num(anthropometry.group_sd(model))),
+                    mirror=tuple(map(tuple, anthropometry.mirror_groups(model).tolist())), **kw)
+
+
+def test_anthropometric_priors_cost_nothing_for_plausible_bodies_and_grow_beyond(model):
+    setup = _setup(model, body_weight=1.0)
+    names = model.scale_param_names
+    sd = anthropometry.group_sd(model)
+    pelvis, thigh_r, thigh_l = names.index("pelvis"), names.index("thigh_r"), names.index("thigh_l")
+
+    def cost(**logs):
+        x = np.zeros(len(names))
+        for name, value in logs.items():
+            x[names.index(name)] = value
+        return float(losses.sum_of_squares(objective.body_residuals(setup, jnp.asarray(x))))
+
+    # Within 2 SD and 3 % asymmetry: free. 3 SD: one SD beyond, cost ½·1².
+    assert cost(pelvis=1.9 * sd[pelvis], overall=0.5) == 0.0
+    assert cost(pelvis=-3.0 * sd[pelvis]) == pytest.approx(0.5)
+    assert cost(thigh_r=np.log(1.02)) == 0.0
+    excess = (np.log(1.08) - np.log(1.03)) / anthropometry.ASYMMETRY_SD
+    assert cost(thigh_r=np.log(1.08)) == pytest.approx(0.5 * excess**2)
+    assert cost(thigh_r=np.log(1.08), thigh_l=np.log(1.08)) == 0.0
+    assert sd[thigh_r] == sd[thigh_l] and np.isnan(sd[names.index("overall")])
+    # Freed left/right and a weight of 0: no cost.
+    assert float(losses.sum_of_squares(objective.body_residuals(_setup(model, body_weight=0.0), jnp.full(len(names), 1.0)))) == 0.0
+    free = dataclasses.replace(setup, mirror=())
+    assert float(losses.sum_of_squares(objective.body_residuals(free, jnp.asarray(np.eye(len(names))[thigh_r] * 0.1)))) == 0.0
+    # Hard bounds whatever the unconstrained value; 0 stays 0.
+    z = jnp.asarray([-50.0, -1.0, 0.0, 1.0, 50.0])
+    s = np.exp(np.asarray(anthropometry.bounded_log_scales(z, np.ones(5, bool), jnp)))
+    assert np.all((s >= anthropometry.BOUNDS[0]) & (s <= anthropometry.BOUNDS[1])) and s[2] == 1.0
+    assert np.all(np.diff(s) > 0)
+
+
+def test_implausible_bodies_are_named_in_warnings(model):
+    names = model.scale_param_names
+    scales = np.ones(len(names))
+    assert anthropometry.warnings(model, scales) == []
+    scales[names.index("pelvis")] = 1.2  # 3 SD of 6 %
+    scales[names.index("arm_r")] = 0.85  # 15 % shorter than the left
+    text = anthropometry.warnings(model, scales)
+    assert any("'pelvis'" in w and "3.0 standard deviations" in w for w in text)
+    assert any("'arm_r'" in w and "'arm_l'" in w and "18 %" in w for w in text)
+    assert not any("'thigh_r'" in w for w in text)
+
+
+def test_hip_joint_centres_far_from_the_hip_keypoints_are_warned_about(model):
+    times, coords = synthetic.walking(model, duration=0.5, fps=30.0, seed=1)
+    person = synthetic.person(model, seed=1, marker_set="blazepose33", offset_range_m=(0.0, 0.0))
+    rig = synthetic.ring_rig(n_cameras=4)
+    cap = synthetic.capture(model, person, times, coords, rig, "blazepose33", seed=2)
+
+    def result(params):
+        trial = TrialResult(name="walk", times=times, coords=coords, trajectory=None, capture=cap)
+        return FitResult(model=model, marker_set="blazepose33", trials=(trial,), params=params, rig=rig, initial_rig=rig,
+                         loss_history=np.zeros(1))
+
+    assert plausibility.hip_keypoints(model, "blazepose33") is not None
+    assert plausibility.hip_width_warning(result(person)) is None
+    # The pelvis 30 % wider than the keypoints say, as when marker offsets absorb a wrong pelvis scale.
+    wide = BodyParams(jnp.asarray(person.scales).at[model.scale_param_names.index("pelvis")].multiply(1.3), person.offsets)
+    assert "hip joint centres" in plausibility.hip_width_warning(result(wide))
+
+
+# ------------------------------------------------------------------ what a fit writes and how it is scored
+def test_opensim_inverse_kinematics_on_a_fit_folder_reproduces_its_motion(model, plain_fit, tmp_path):
+    """The folder's .trc names its markers as the .osim beside it does, the .osim's ranges hold
+    every frame (here a walker turned 150 degrees, beyond the model's ±90 degrees), and OpenSim's
+    InverseKinematicsTool run on the two as written gives back the .mot."""
+    osim = pytest.importorskip("opensim")
+    yaw = model.coordinate_names.index("pelvis_rotation")
+    trial = plain_fit.trials[0]
+    coords = trial.coords.copy()
+    coords[:, yaw] += np.radians(150.0)
+    turned = dataclasses.replace(plain_fit, trials=(dataclasses.replace(trial, coords=coords),))
+    folder = fit_output.save(turned, tmp_path / "fit")
+    opensim_model = osim.Model(str(folder / "model_scaled.osim"))
+    marker_set = opensim_model.getMarkerSet()
+    assert set(read_trc(folder / "synthetic_markers.trc").marker_names) <= {marker_set.get(i).getName()
+                                                                           for i in range(marker_set.getSize())}
+    rotational = [n for n, m in zip(model.coordinate_names, model.coordinate_motion) if m == "rotational"]
+    fitted = read_mot(folder / "synthetic.mot")
+    internal = fitted.to_internal(rotational)
+    coordinate_set = opensim_model.getCoordinateSet()
+    for name in model.coordinate_names:
+        c = coordinate_set.get(name)
+        assert c.getRangeMin() <= internal.column(name).min() and internal.column(name).max() <= c.getRangeMax(), name
+
+    tool = osim.InverseKinematicsTool()
+    tool.setModel(opensim_model)
+    tool.setMarkerDataFileName(str(folder / "synthetic_markers.trc"))
+    tool.setStartTime(float(fitted.times[0]))
+    tool.setEndTime(float(fitted.times[-1]))
+    tool.setOutputMotionFileName(str(tmp_path / "ik.mot"))
+    tool.setResultsDir(str(tmp_path))
+    tool.set_accuracy(1e-8)
+    assert tool.run()
+    solved = read_mot(tmp_path / "ik.mot")
+    for name, motion in zip(model.coordinate_names, model.coordinate_motion):
+        error = np.max(np.abs(solved.column(name) - fitted.column(name)))
+        assert error <= (0.01 if motion == "rotational" else 1e-4), name  # degrees; metres
+
+
+def test_every_output_is_written_even_when_a_plot_cannot_be_drawn(plain_fit, tmp_path, monkeypatch):
+    trial = plain_fit.trials[0]
+    cap = trial.capture
+    kp, conf = cap.keypoints.copy(), cap.confidence.copy()
+    middle = cap.num_frames // 2
+    kp[0, middle], conf[0, middle] = np.nan, 0.0  # cam1 sees nobody in the frame the overlay shows
+    hidden = Capture(kp, conf, cap.fps, cap.keypoint_names, cap.camera_names, name=cap.name)
+    result = dataclasses.replace(plain_fit, trials=(dataclasses.replace(trial, capture=hidden, labelled=None),))
+    folder = fit_output.save(result, tmp_path / "hidden")
+    report = json.loads((folder / "report.json").read_text())
+    assert "plot_failures" not in report and (folder / "plots" / "synthetic_reprojection.png").stat().st_size > 0
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(plots, "joint_curves", broken)
+    folder = fit_output.save(result, tmp_path / "broken")
+    report = json.loads((folder / "report.json").read_text())
+    assert report["plot_failures"] == {"synthetic_joint_angles.png": "RuntimeError: no display"}
+    assert any("synthetic_joint_angles.png" in note for note in report["notes"])
+    for name in ("synthetic.mot", "synthetic_markers.trc", "model_scaled.xml", "model_scaled.osim", "calibration_refined.toml",
+                 "plots/synthetic_reprojection.png", "plots/gc_curve.png", "plots/loss.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert not (folder / "plots" / "synthetic_joint_angles.png").exists()
+
+
+def test_scores_name_their_calibration_and_a_refined_one_says_it_was_adjusted(trial, short_ba_fit, plain_fit, tmp_path):
+    m = short_ba_fit.metrics
+    assert m["calibration"] == "refined_calibration" and m["min_confidence"] == 0.5
+    # Through the calibration as given, every statistic over the detections with confidence >= 0.5.
+    scored = short_ba_fit.trials[0].scored
+    err = np.linalg.norm(np.asarray(project(trial["rig"], short_ba_fit.markers(0))) - scored.keypoints, axis=-1)
+    confident = scored.confidence >= 0.5
+    given = m["given_calibration"]
+    assert given["gc10"] == pytest.approx(np.mean(err[confident] <= 10.0))
+    assert given["median_px"] == pytest.approx(np.median(err[confident]))
+    assert given["detections"] == confident.sum()
+    cam = m["trials"]["synthetic"]["given_calibration"]["per_camera"]["cam4"]
+    assert cam["gc5"] == pytest.approx(np.mean(err[3][confident[3]] <= 5.0))
+    assert m["gc5"] == m["refined_calibration"]["gc5"] != given["gc5"]
+    folder = fit_output.save(short_ba_fit, tmp_path / "ba")
+    meta = tomllib.loads((folder / "calibration_refined.toml").read_text())["metadata"]
+    assert meta == {"adjusted": True, "error": pytest.approx(m["refined_calibration"]["median_px"])}
+    # Without bundle adjustment there is one calibration, the given one, unadjusted.
+    assert plain_fit.metrics["calibration"] == "given_calibration" and "refined_calibration" not in plain_fit.metrics
+    folder = fit_output.save(plain_fit, tmp_path / "plain")
+    assert tomllib.loads((folder / "calibration_refined.toml").read_text())["metadata"]["adjusted"] is False
+
+
+def test_a_held_out_camera_is_scored_through_its_calibration_as_given(trial, plain_fit):
+    rig, cap = trial["rig"], trial["capture"]
+    scores = holdout_scores(plain_fit, rig.subset(["cam8"]), [cap])
+    # The fit used cam8 and the calibration as given: its held-out score is its own score.
+    assert scores["cameras"] == ["cam8"]
+    own = plain_fit.metrics["trials"]["synthetic"]["given_calibration"]["per_camera"]["cam8"]
+    held = scores["trials"]["synthetic"]["per_camera"]["cam8"]
+    if plain_fit.metrics["trials"]["synthetic"]["detections_relabelled"]["cam8"] == 0:
+        assert held == pytest.approx(own, rel=1e-9)  # the same numbers, projected by a one-camera rig
+    assert held["gc5"] >= 0.9 and scores["all"]["detections"] == held["detections"]
+
+
+# ------------------------------------------------------------------ bad cameras
+def _gc5_without(result, camera: str) -> float:
+    """GC_5 of a fit over every camera but ``camera`` (detections as the fit labelled them)."""
+    keep = [i for i, n in enumerate(result.rig.names) if n != camera]
+    conf = result.trials[0].scored.confidence[keep]
+    return metrics.gc_d(result.reprojection_errors(0)[keep], conf, 5.0)
+
+
+@pytest.mark.slow
+def test_a_camera_that_follows_someone_else_is_rejected_and_costs_the_others_little(model, trial, tmp_path):
+    """cam5's detector locks onto a second walker 1.2 m to the side for most of the clip (a
+    therapist beside a patient): the fit drops those frames of cam5, reports them, and scores
+    on the other cameras within 10 % of a fit that never saw cam5."""
+    cap, rig = trial["capture"], trial["rig"]
+    times, other = synthetic.walking(model, duration=1.5, fps=30.0, seed=7)
+    other[:, model.coordinate_names.index("pelvis_tz")] += 1.2
+    second = synthetic.capture(model, synthetic.person(model, seed=7, marker_set=MARKERS), times, other, rig, MARKERS, seed=8)
+    c = rig.index("cam5")
+    frames = np.arange(5, 41)
+    kp, conf = cap.keypoints.copy(), cap.confidence.copy()
+    kp[c, frames], conf[c, frames] = second.keypoints[c, frames], second.confidence[c, frames]
+    followed = Capture(kp, conf, cap.fps, cap.keypoint_names, cap.camera_names, name=cap.name)
+    conf_without = cap.confidence.copy()
+    conf_without[c] = 0.0
+    without = Capture(np.where(conf_without[..., None] > 0, cap.keypoints, np.nan), conf_without, cap.fps,
+                      cap.keypoint_names, cap.camera_names, name=cap.name)
+    settings = dict(SETTINGS, steps=1500, bundle_adjust=False)
+    bad = fit(model, followed, rig, MARKERS, **settings)
+    reference = fit(model, without, rig, MARKERS, **settings)
+    rejected = bad.metrics["trials"]["synthetic"]["rejected_frames"]
+    seen = [f for f in frames if conf[c, f].max() > 0]
+    assert len(set(rejected["cam5"]) & set(seen)) >= 0.9 * len(seen)
+    assert set(rejected["cam5"]) <= set(frames)
+    assert all(not rejected[n] for n in rig.names if n != "cam5")
+    assert _gc5_without(bad, "cam5") >= 0.9 * _gc5_without(reference, "cam5")
+    folder = fit_output.save(bad, tmp_path / "followed")
+    assert json.loads((folder / "report.json").read_text())["metrics"]["trials"]["synthetic"]["rejected_frames"]["cam5"]
+
+
+@pytest.mark.slow
+def test_a_camera_that_sees_nobody_for_a_while_still_gives_every_output(model, trial, plain_fit, tmp_path):
+    cap, rig = trial["capture"], trial["rig"]
+    c = rig.index("cam3")
+    kp, conf = cap.keypoints.copy(), cap.confidence.copy()
+    kp[c, 15:31], conf[c, 15:31] = np.nan, 0.0  # the middle frame among them: the overlay's
+    hidden = Capture(kp, conf, cap.fps, cap.keypoint_names, cap.camera_names, name=cap.name)
+    result = fit(model, hidden, rig, MARKERS, bundle_adjust=False, **SETTINGS)
+    assert _gc5_without(result, "cam3") >= 0.9 * _gc5_without(plain_fit, "cam3")
+    folder = fit_output.save(result, tmp_path / "hidden")
+    report = json.loads((folder / "report.json").read_text())
+    assert "plot_failures" not in report and not report["metrics"]["trials"]["synthetic"]["rejected_frames"]["cam3"]
+    for name in ("synthetic.mot", "synthetic_markers.trc", "model_scaled.osim", "plots/synthetic_reprojection.png"):
+        assert (folder / name).stat().st_size > 0, name

@@ -29,14 +29,28 @@ GC_THRESHOLDS_PX = tuple(float(d) for d in np.arange(0.0, 20.5, 0.5))
 @dataclass(frozen=True)
 class TrialResult:
     """One fitted trial: ``times`` (T,) s, ``coords`` (T, C) at the frames (radians/metres,
-    ``model.coordinate_names`` order), the ``trajectory`` (callable at any time) and the
-    ``capture`` in the rig's camera order."""
+    ``model.coordinate_names`` order), the ``trajectory`` (callable at any time), the
+    ``capture`` in the rig's camera order and ``labelled``, the same detections with the
+    left/right exchanges the fit made (None: as given)."""
 
     name: str
     times: np.ndarray
     coords: np.ndarray
     trajectory: Any
     capture: Capture
+    labelled: Capture | None = None
+
+    @property
+    def scored(self) -> Capture:
+        """The detections the fit is scored on: as the fit labelled them."""
+        return self.capture if self.labelled is None else self.labelled
+
+    def relabelled(self) -> np.ndarray:
+        """(C, T, J) bool: detections the fit gave the other side's label."""
+        if self.labelled is None:
+            return np.zeros(self.capture.confidence.shape, bool)
+        a, b = self.capture.keypoints, self.labelled.keypoints
+        return np.any((a != b) & ~(np.isnan(a) & np.isnan(b)), axis=-1)
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,10 @@ class FitResult:
         """(T, J, 3) model markers of the marker set at the trial's frames (m, world)."""
         return _markers(self.model, self.marker_set, self.params, self.trials[trial].coords)
 
-    def reprojection_errors(self, trial: int = 0) -> np.ndarray:
-        """(C, T, J) pixel distance between the projected model markers and the keypoints."""
-        return _reprojection_errors(self.rig, self.markers(trial), self.trials[trial].capture)
+    def reprojection_errors(self, trial: int = 0, rig: CameraRig | None = None) -> np.ndarray:
+        """(C, T, J) pixel distance between the model markers projected by ``rig`` (default the
+        refined one, :attr:`rig`) and the detections as the fit labelled them."""
+        return _reprojection_errors(self.rig if rig is None else rig, self.markers(trial), self.trials[trial].scored)
 
 
 def _markers(model, marker_set: str, params: BodyParams, coords: np.ndarray) -> np.ndarray:
@@ -77,6 +92,32 @@ def _reprojection_errors(rig: CameraRig, markers: np.ndarray, capture: Capture) 
     return np.asarray(metrics.reprojection_errors(rig, markers, np.nan_to_num(capture.keypoints)), float)
 
 
+# Every statistic of a fit counts the detections at least this confident (the GC_d of the
+# markerless-biomechanics paper).
+MIN_CONFIDENCE = 0.5
+
+
+def reprojection_scores(errors: np.ndarray, confidence: np.ndarray, camera_names: Sequence[str]) -> dict:
+    """GC_5, GC_10, median, mean and σ_NIQR (px) of ``errors`` (C, ...) over the detections with
+    ``confidence`` (C, ...) ≥ :data:`MIN_CONFIDENCE`, their number, and the same per camera."""
+
+    def stats(e, c):
+        e = np.asarray(e, float)[np.asarray(c) >= MIN_CONFIDENCE]
+        finite = e[np.isfinite(e)]
+        return {
+            "gc5": metrics.gc_d(e, np.ones_like(e), 5.0),
+            "gc10": metrics.gc_d(e, np.ones_like(e), 10.0),
+            "median_px": float(np.median(finite)) if finite.size else None,
+            "mean_px": float(np.mean(finite)) if finite.size else None,
+            "sigma_niqr_px": metrics.sigma_niqr(finite),
+            "detections": int(e.size),
+        }
+
+    out = stats(errors, confidence)
+    out["per_camera"] = {name: stats(errors[c], confidence[c]) for c, name in enumerate(camera_names)}
+    return out
+
+
 def fit_metrics(
     model,
     marker_set: str,
@@ -85,42 +126,85 @@ def fit_metrics(
     trials: Sequence[TrialResult],
     loss_history: np.ndarray,
     left_right_relabelled: dict[str, dict[str, int]] | None = None,
+    original_rig: CameraRig | None = None,
+    rejected: dict[str, dict[str, list[int]]] | None = None,
 ) -> dict:
-    """Reprojection metrics against the keypoints of the fitted ``trials`` (markers of
-    ``marker_set`` on ``model`` with ``params``, projected by ``rig``): GC_5, σ_NIQR and median
-    error (px) over all trials; per trial the GC_d curve, per-camera mean and median error (px)
-    and GC_5, σ_NIQR of the errors and, if given, ``left_right_relabelled`` (trial name →
-    camera name → detections exchanged); ``final_loss``, the last of ``loss_history``."""
-    out: dict[str, Any] = {"trials": {}}
-    all_err, all_conf = [], []
+    """Reprojection metrics of the fitted ``trials`` (markers of ``marker_set`` on ``model`` with
+    ``params``) against the detections as the fit labelled them, every statistic over the
+    detections with confidence ≥ :data:`MIN_CONFIDENCE` (:func:`reprojection_scores`).
+
+    Through ``rig`` (the fit's cameras: refined by bundle adjustment, or as given) under the key
+    ``"refined_calibration"`` when ``original_rig`` (the calibration as given) is passed, else
+    ``"given_calibration"``; through ``original_rig`` under ``"given_calibration"`` too. The
+    top-level ``gc5``, ``gc10``, ``median_px``, ``sigma_niqr_px`` (all trials) and, per trial,
+    ``per_camera`` and the GC_d curve are those through ``rig``, named by ``"calibration"``.
+    Per trial also: ``left_right_relabelled`` (camera → mirror pairs exchanged, if given) and
+    ``detections_relabelled`` (camera → scored detections that carry the other side's label)
+    and, if given, ``rejected_frames`` (camera → frames whose detections the fit dropped; they
+    are scored all the same); ``final_loss``, the last of ``loss_history``.
+    """
+    rigs = {"refined_calibration" if original_rig is not None else "given_calibration": rig}
+    if original_rig is not None:
+        rigs["given_calibration"] = original_rig
+    primary = next(iter(rigs))
+    out: dict[str, Any] = {"calibration": primary, "min_confidence": MIN_CONFIDENCE, "trials": {}}
+    pooled: dict[str, list] = {k: [] for k in rigs}
+    confs = []
     for trial in trials:
-        err = _reprojection_errors(rig, _markers(model, marker_set, params, trial.coords), trial.capture)
-        conf = trial.capture.confidence
-        seen = conf > 0
-        all_err.append(err[seen])
-        all_conf.append(conf[seen])
-        per_cam = {}
-        for c, name in enumerate(rig.names):
-            e = err[c][seen[c]]
-            per_cam[name] = {
-                "mean_px": float(np.nanmean(e)) if e.size else None,
-                "median_px": float(np.nanmedian(e)) if e.size else None,
-                "gc5": metrics.gc_d(err[c], conf[c], 5.0),
-            }
-        out["trials"][trial.name] = {
-            "gc5": metrics.gc_d(err, conf, 5.0),
-            "gc_curve": dict(zip((f"{d:g}" for d in GC_THRESHOLDS_PX), map(float, metrics.gc_curve(err, conf, GC_THRESHOLDS_PX)))),
-            "sigma_niqr_px": metrics.sigma_niqr(err[seen]),
-            "median_px": float(np.nanmedian(err[seen])),
-            "per_camera": per_cam,
-        }
+        markers = _markers(model, marker_set, params, trial.coords)
+        scored = trial.scored
+        conf = scored.confidence
+        confs.append(conf.ravel())
+        entry: dict[str, Any] = {}
+        for key, r in rigs.items():
+            err = _reprojection_errors(r, markers, scored)
+            pooled[key].append(err.ravel())
+            entry[key] = reprojection_scores(err, conf, rig.names)
+            if key == primary:
+                curve = metrics.gc_curve(err, conf, GC_THRESHOLDS_PX, MIN_CONFIDENCE)
+                entry["gc_curve"] = dict(zip((f"{d:g}" for d in GC_THRESHOLDS_PX), map(float, curve)))
+        entry.update({k: entry[primary][k] for k in ("gc5", "gc10", "median_px", "sigma_niqr_px", "per_camera")})
+        confident = trial.relabelled() & (conf >= MIN_CONFIDENCE)
+        entry["detections_relabelled"] = {n: int(k) for n, k in zip(rig.names, confident.sum(axis=(1, 2)))}
         if left_right_relabelled is not None:
-            out["trials"][trial.name]["left_right_relabelled"] = dict(left_right_relabelled[trial.name])
-    e, c = np.concatenate(all_err), np.concatenate(all_conf)
-    out["gc5"] = metrics.gc_d(e, c, 5.0)
-    out["sigma_niqr_px"] = metrics.sigma_niqr(e)
-    out["median_px"] = float(np.nanmedian(e))
+            entry["left_right_relabelled"] = dict(left_right_relabelled[trial.name])
+        if rejected is not None:
+            entry["rejected_frames"] = {n: list(f) for n, f in rejected[trial.name].items()}
+        out["trials"][trial.name] = entry
+    conf = np.concatenate(confs)
+    for key in rigs:
+        summary = reprojection_scores(np.concatenate(pooled[key])[None], conf[None], ["all"])
+        summary.pop("per_camera")
+        out[key] = summary
+    out.update({k: out[primary][k] for k in ("gc5", "gc10", "median_px", "sigma_niqr_px")})
     out["final_loss"] = float(loss_history[-1]) if len(loss_history) else None
+    return out
+
+
+def holdout_scores(result: FitResult, rig: CameraRig, captures: Sequence[Capture]) -> dict:
+    """Scores (:func:`reprojection_scores`) of a fit on cameras it did not use: per trial of
+    ``result``, its model markers projected by ``rig`` (those cameras' calibration as given, in
+    the fit's world) against the detections of ``rig``'s cameras in ``captures`` (one per trial,
+    as given; other cameras ignored), with the pooled scores under ``"all"``.
+
+    Raises:
+        InputError: a capture lacks one of ``rig``'s cameras.
+    """
+    out: dict[str, Any] = {"cameras": list(rig.names), "min_confidence": MIN_CONFIDENCE, "trials": {}}
+    errs, confs = [], []
+    for i, (trial, cap) in enumerate(zip(result.trials, captures)):
+        missing = [c for c in rig.names if c not in cap.camera_names]
+        if missing:
+            raise InputError(f"capture {cap.name!r}: no detections of held-out camera(s) {', '.join(missing)}")
+        order = [cap.camera_names.index(c) for c in rig.names]
+        err = np.asarray(metrics.reprojection_errors(rig, result.markers(i), np.nan_to_num(cap.keypoints[order])), float)
+        conf = cap.confidence[order]
+        out["trials"][trial.name] = reprojection_scores(err, conf, rig.names)
+        errs.append(err.ravel())
+        confs.append(conf.ravel())
+    summary = reprojection_scores(np.concatenate(errs)[None], np.concatenate(confs)[None], ["all"])
+    summary.pop("per_camera")
+    out["all"] = summary
     return out
 
 

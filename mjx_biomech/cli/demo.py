@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     wrong = synthetic.perturb_cameras(rig, ["cam3", "cam6"], angle_deg=2.0, distance_m=0.02, seed=args.seed)
     console.print(f"[bold]mjx-biomech demo[/]: {duration:g} s of walking, 8 cameras, {len(capture.keypoint_names)} keypoints "
                   f"({MARKER_SET}), cam3 and cam6 off by 2° / 2 cm; {steps} AdamW steps with bundle adjustment")
-    with progress_bars(console) as progress:
+    with progress_bars() as progress:
         result = fit(model, capture, wrong, MARKER_SET, representation="spline", solver="adam", steps=steps,
                      bundle_adjust=True, seed=args.seed, progress=progress)
     truth = truth_metrics(result, person, coords, rig)

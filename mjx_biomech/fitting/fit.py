@@ -34,6 +34,7 @@ at its start and at the end); bundle adjustment runs inside the ``"adam"`` stage
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -43,11 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mjx_biomech.analysis.plausibility import body_warnings
 from mjx_biomech.analysis.results import FitResult, TrialResult, fit_metrics
 from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.captures import Capture, mirror_pairs
 from mjx_biomech.errors import InputError
-from mjx_biomech.fitting import checkpoints, relabel
+from mjx_biomech.fitting import anthropometry, checkpoints, relabel
 from mjx_biomech.fitting.bundle_adjustment import joint_bundle_adjustment
 from mjx_biomech.fitting.solvers import Progress, adam, lm
 from mjx_biomech.fitting.variables import FitSetup, TrialArrays, initial_variables
@@ -113,9 +115,12 @@ def fit(
     huber_delta_px: float = 10.0,
     offset_weight: float = 1.0,
     scale_weight: float = 1.0,
+    body_prior_weight: float = 100.0,
+    tie_left_right: bool = True,
     smooth_weight: float = 0.0,
     camera_weight: float = 1.0,
     relabel_left_right: bool = True,
+    reject_view_px: float = 50.0,
     seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 500,
@@ -144,6 +149,12 @@ def fit(
             1000-fold over that phase), and a last bundle adjustment ends the fit.
         huber_delta_px: Huber threshold (px). offset_weight: prior weight per (1 cm)² of marker
             offset. scale_weight: prior weight on log scales of groups other than ``overall``.
+            body_prior_weight: weight of the anthropometric priors
+            (:mod:`~mjx_biomech.fitting.anthropometry`), per squared standard deviation beyond
+            the plausible band (a group's scale more than 2 SD from the population's
+            proportions; left/right groups more than 3 % apart, in units of 2 %); 0 turns them
+            off. The groups other than ``overall`` stay within 0.6–1.6 regardless.
+            tie_left_right: tie left/right groups softly (False frees them).
             smooth_weight: weight of squared accelerations (Adam only). camera_weight: prior
             weight per (0.01 rad)² and (1 cm)² of camera movement in bundle adjustment, divided
             by the number of frames (the reprojection term averages over frames, so this is
@@ -152,8 +163,15 @@ def fit(
             (``left_knee``/``right_knee``, ...) in the frames where the fitted model says the
             detector mixed them up (better exchanged by more than ``huber_delta_px``): checked
             at a third of the steps, when bundle adjustment starts and before the last bundle
-            adjustment. The counts per camera are in ``result.metrics["trials"][name]
-            ["left_right_relabelled"]``; the metrics compare with the keypoints as given.
+            adjustment (Levenberg–Marquardt: after each of its solves but the last, so every
+            exchange is used by a solve). The counts per camera are in
+            ``result.metrics["trials"][name]["left_right_relabelled"]``; the metrics score the
+            detections as relabelled (:func:`~mjx_biomech.analysis.results.fit_metrics`).
+        reject_view_px: at the same points, a camera's detections in a frame are dropped when
+            their median error exceeds this (px) and 5 times the trial's median over cameras
+            and frames (a detector following someone else); the dropped frames per camera are in
+            ``result.metrics["trials"][name]["rejected_frames"]`` (the scores still count them).
+            0 keeps every detection.
         checkpoint_dir: with Adam, the state is saved there every ``checkpoint_every`` steps
             and a fit with the same data and settings resumes from it (the result equals an
             uninterrupted fit's).
@@ -163,7 +181,9 @@ def fit(
 
     Returns:
         a :class:`FitResult` with per-trial coordinates at the frames, the body parameters,
-        the refined rig, the loss history and reprojection metrics.
+        the refined rig, the loss history, reprojection metrics and, under
+        ``metrics["warnings"]``, sentences about an implausible body
+        (:func:`~mjx_biomech.analysis.plausibility.body_warnings`).
     """
     _check_settings(representation, solver, steps, ba_start_fraction)
     dtype = dtype or jnp.result_type(float)
@@ -180,6 +200,10 @@ def fit(
         smooth_weight=float(smooth_weight),
         camera_weight=float(camera_weight) / sum(c.num_frames for c in caps),
         points=int(time_points_per_step),
+        scale_sd=tuple(float(x) for x in np.nan_to_num(anthropometry.group_sd(model), nan=0.0)),
+        mirror=tuple(map(tuple, anthropometry.mirror_groups(model).tolist())) if tie_left_right else (),
+        body_weight=float(body_prior_weight),
+        reject_px=float(reject_view_px),
     )
     trials = tuple(TrialArrays.from_capture(c, dtype) for c in caps)
     key = jax.random.PRNGKey(seed)
@@ -201,24 +225,30 @@ def fit(
             ba_iterations=ba_iterations, key=key, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, meta=meta,
             progress=progress,
         )
+        ba_on = jnp.asarray(1.0 if bundle_adjust else 0.0, dtype)
+        trials, swapped = relabel.relabel_left_right(v, setup, rig, trials, ba_on, pairs, swapped, relabelling.threshold_px)
+        if bundle_adjust and ba_start < steps:
+            v = joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
     else:
-        v, history = lm.run(v, setup, rig, trials, steps, ba_start, progress)
-    ba_on = jnp.asarray(1.0 if bundle_adjust else 0.0, dtype)
-    trials, swapped = relabel.relabel_left_right(v, setup, rig, trials, ba_on, pairs, swapped, relabelling.threshold_px)
-    if bundle_adjust and ba_start < steps:
-        v = joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
+        v, trials, swapped, history = _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps, ba_start,
+                                                           ba_iterations if bundle_adjust else 0, progress)
     elapsed = time.perf_counter() - started
     params = v.params(setup)
     refined = v.rig(rig, 1.0 if bundle_adjust else 0.0)
     results = tuple(
         TrialResult(name=cap.name or f"trial{i + 1}", times=cap.times,
-                    coords=np.asarray(traj(jnp.asarray(cap.times, dtype)), float), trajectory=traj, capture=cap)
-        for i, (traj, cap) in enumerate(zip(v.trajectories, caps))
+                    coords=np.asarray(traj(jnp.asarray(cap.times, dtype)), float), trajectory=traj, capture=cap,
+                    labelled=relabel.exchanged_capture(cap, np.asarray(mask), pairs))
+        for i, (traj, cap, mask) in enumerate(zip(v.trajectories, caps, swapped))
     )
     relabelled = {t.name: {n: int(k) for n, k in zip(rig.names, np.asarray(mask).sum(axis=(1, 2)))}
                   for t, mask in zip(results, swapped)}
+    # Camera-frames with detections in the capture and none left in the fit: rejected.
+    rejected = {t.name: {n: np.flatnonzero(r).tolist() for n, r in zip(rig.names, (cap.confidence > 0).any(-1)
+                                                                         & ~(np.asarray(arrays.confidence) > 0).any(-1))}
+                for t, cap, arrays in zip(results, caps, trials)}
     history = np.asarray(history, float)
-    return FitResult(
+    result = FitResult(
         model=model,
         marker_set=marker_set,
         trials=results,
@@ -226,8 +256,50 @@ def fit(
         rig=refined,
         initial_rig=rig,
         loss_history=history,
-        metrics=fit_metrics(model, marker_set, params, refined, results, history, relabelled),
+        metrics=fit_metrics(model, marker_set, params, refined, results, history, relabelled,
+                            original_rig=rig if bundle_adjust else None, rejected=rejected),
         settings=dict(representation=representation, solver=solver, steps=steps, lr=lr, bundle_adjust=bundle_adjust,
                       ba_start_fraction=ba_start_fraction, ba_lr=ba_lr, time_points_per_step=time_points_per_step,
+                      body_prior_weight=body_prior_weight, tie_left_right=tie_left_right, reject_view_px=reject_view_px,
                       seed=seed, seconds=elapsed),
     )
+    return dataclasses.replace(result, metrics={**result.metrics, "warnings": body_warnings(result)})
+
+
+def _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps: int, ba_start: int, ba_iterations: int,
+                         progress: Progress | None):
+    """The LM fit: solves with the cameras held (``ba_start`` iterations, split in two with a
+    left/right relabelling between them), a relabelling, then with the cameras free for the
+    rest (and a joint bundle adjustment of ``ba_iterations`` iterations before that solve). One
+    ``"lm"`` progress stage counts the iterations of every solve.
+
+    Returns ``(v, trials, swapped, history)``."""
+    dtype = v.log_scales.dtype
+    held = min(ba_start, steps)
+    first = held // 2 if len(relabelling.pairs) else held
+    solves = [(first, False), (held - first, False), (steps - held, True)]
+    done = 0
+
+    def report(stage, k, total, info):
+        # Each solve counts from 0; the fit's one "lm" stage counts on from the solves before.
+        if stage != lm.STAGE:
+            progress(stage, k, total, info)
+        elif k > 0:
+            progress(lm.STAGE, done + k, steps, info)
+
+    if progress is not None:
+        progress(lm.STAGE, 0, steps, {})
+    history = []
+    for count, free in solves:
+        if count <= 0:
+            continue
+        ba_on = jnp.asarray(1.0 if free else 0.0, dtype)
+        if done > 0:
+            trials, swapped = relabel.relabel_left_right(v, setup, rig, trials, ba_on, relabelling.pairs, swapped,
+                                                         relabelling.threshold_px)
+        if free and ba_iterations > 0:
+            v = joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
+        v, h = lm.run(v, setup, rig, trials, count, 0 if free else count, None if progress is None else report)
+        history.extend(h)
+        done += count
+    return v, trials, swapped, history

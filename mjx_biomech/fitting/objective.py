@@ -3,8 +3,9 @@
 - data: the confidence-weighted Huber reprojection residuals (:mod:`mjx_biomech.fitting.losses`)
   of the model's markers for every trial, as a mean over frames;
 - priors: L2 on the marker offsets (in centimetres), on the camera moves (in units of 0.01 rad
-  and 1 cm) and a weak one on the log of every scale group but ``overall`` (which fixes the
-  product ``overall × group`` that the data cannot split).
+  and 1 cm), a weak one on the log of every scale group but ``overall`` (which fixes the
+  product ``overall × group`` that the data cannot split), and the anthropometric ones
+  (:mod:`~mjx_biomech.fitting.anthropometry`): implausible proportions and left/right asymmetry.
 
 :func:`residual_vector` is the least-squares form on every frame (Levenberg–Marquardt);
 :func:`minibatch_loss` the same objective's half squared norm on random frames (AdamW).
@@ -21,7 +22,7 @@ import numpy as np
 
 from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig
-from mjx_biomech.fitting import losses, trajectories
+from mjx_biomech.fitting import anthropometry, losses, trajectories
 from mjx_biomech.fitting.variables import FitSetup, FitVariables, TrialArrays
 
 # The smoothness term's finite-difference step (s).
@@ -36,12 +37,34 @@ def trial_residuals(setup: FitSetup, traj, params: BodyParams, rig: CameraRig, t
 
 
 def prior_residuals(setup: FitSetup, v: FitVariables) -> list[jax.Array]:
-    """The priors' residuals: offsets (M·3,), camera moves (C·6,), log scales with a prior."""
+    """The priors' residuals: offsets (M·3,), camera moves (C·6,), log scales with a prior, the
+    anthropometric priors (:func:`body_residuals`)."""
     # Camera moves in units of 0.01 rad and 1 cm: the data decide, the prior only fixes what
     # they leave free (a camera that sees too little of the person to be placed).
     out = [math.sqrt(setup.offset_weight) * v.offsets.ravel(), math.sqrt(setup.camera_weight) * v.camera.ravel() / 0.01]
+    logs = v.scale_logs(setup)
     if any(setup.scale_prior):
-        out.append(math.sqrt(setup.scale_weight) * v.log_scales[np.flatnonzero(setup.scale_prior)])
+        out.append(math.sqrt(setup.scale_weight) * logs[np.flatnonzero(setup.scale_prior)])
+    return out + body_residuals(setup, logs)
+
+
+def body_residuals(setup: FitSetup, logs: jax.Array) -> list[jax.Array]:
+    """The anthropometric priors on log scales ``logs`` (P,), times ``sqrt(setup.body_weight)``:
+    per group with a population spread, the standard deviations beyond
+    ``anthropometry.PLAUSIBLE_SD``; per tied left/right pair, the log ratio beyond
+    ``ASYMMETRY_FREE`` in units of ``ASYMMETRY_SD`` (both 0 inside)."""
+    if setup.body_weight <= 0:
+        return []
+    w = math.sqrt(setup.body_weight)
+    sd = np.asarray(setup.scale_sd, float)
+    out = []
+    groups = np.flatnonzero(sd > 0)
+    if len(groups):
+        out.append(w * jax.nn.relu(jnp.abs(logs[groups]) / sd[groups] - anthropometry.PLAUSIBLE_SD))
+    if setup.mirror:
+        a, b = np.asarray(setup.mirror).T
+        excess = jax.nn.relu(jnp.abs(logs[a] - logs[b]) - math.log1p(anthropometry.ASYMMETRY_FREE))
+        out.append(w * excess / anthropometry.ASYMMETRY_SD)
     return out
 
 

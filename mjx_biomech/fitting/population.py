@@ -23,7 +23,7 @@ from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.captures import Capture
 from mjx_biomech.errors import InputError
-from mjx_biomech.fitting import losses, trajectories
+from mjx_biomech.fitting import initialisation, losses, trajectories
 from mjx_biomech.fitting.fit import check_captures
 from mjx_biomech.fitting.solvers import Progress, adam
 from mjx_biomech.fitting.variables import OFFSET_UNIT_M, site_offsets
@@ -162,7 +162,7 @@ def fit_population(
     controls, log_scales = [], []
     P = len(model.scale_param_names)
     for cap, rig in zip(caps, rigs):
-        guess = trajectories.initial_root(model, cap, rig, marker_set)
+        guess = initialisation.initial_root(model, cap, rig, marker_set)
         sp = trajectories.spline_from_coords(cmap, times, trajectories.fill_missing(times, guess.coords), knots_per_second, dtype)
         controls.append(sp.control)
         ls = np.zeros(P)

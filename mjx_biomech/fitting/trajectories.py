@@ -10,8 +10,8 @@ Two representations share one interface, :class:`Trajectory` (``traj(t (N,)) -> 
 Both produce unconstrained values ``z`` that :class:`CoordinateMap` takes into the model's
 coordinates: a sigmoid into the range of every bounded joint coordinate, and an affine map
 (a straight line in time plus ``z``) for the root's translations and rotations, whose ranges
-are wide or meaningless (the heading of a walker). :func:`initial_root` gives the root pose
-and overall scale from a robust triangulation, so a fit needs no good guess.
+are wide or meaningless (the heading of a walker). Where a fit starts is
+:mod:`~mjx_biomech.fitting.initialisation`'s.
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 from jax import Array
-
-from mjx_biomech.capture.cameras import CameraRig
-from mjx_biomech.capture.captures import Capture
-from mjx_biomech.capture.projection import triangulate_robust
-from mjx_biomech.errors import InputError
 
 # Bounded coordinates start at least this fraction of their range inside a bound, where the
 # sigmoid still has a useful slope.
@@ -273,19 +268,6 @@ def mlp_from_coords(
     )
 
 
-# ------------------------------------------------------------------ initialisation
-@dataclass(frozen=True)
-class RootGuess:
-    """Per-frame root pose and the overall scale of a trial, from triangulated keypoints.
-
-    ``coords`` (T, C): root coordinates set (NaN in frames without enough keypoints), other
-    coordinates neutral. ``scale``: overall body scale (1 = the model's size).
-    """
-
-    coords: np.ndarray
-    scale: float
-
-
 def _root_kinematics(model):
     """MuJoCo C kinematics of the unscaled model at coordinate vectors: (root xpos, root xmat, sites)."""
     m = model.mj_model
@@ -300,106 +282,6 @@ def _root_kinematics(model):
         return data.xpos[root_body].copy(), data.xmat[root_body].reshape(3, 3).copy(), data.site_xpos.copy()
 
     return kin
-
-
-def _trunk_bodies(m) -> np.ndarray:
-    """The root body and its children where the tree branches again (a torso carrying head and
-    arms): bodies that move with the trunk rather than with a swinging limb."""
-    root = int(np.flatnonzero(m.body_parentid == 0)[1]) if m.nbody > 1 else 0
-    children = [b for b in range(1, m.nbody) if m.body_parentid[b] == root]
-    branching = [b for b in children if np.count_nonzero(m.body_parentid == b) >= 2]
-    return np.array([root] + branching, int)
-
-
-def initial_root(model, capture: Capture, rig: CameraRig, marker_set: str) -> RootGuess:
-    """Root pose per frame and overall scale from a robust triangulation of the keypoints.
-
-    The triangulated keypoints on the trunk (:func:`_trunk_bodies`, and joint centres such as
-    hips and shoulders; all keypoints if fewer than 3) of a frame are matched to the neutral model's markers by a
-    similarity that turns only about the vertical (heading ψ, scale s, translation); the scale
-    is the median over frames. The root's translational coordinates then put the root body
-    where the match says, and its vertical-axis rotational coordinate takes ψ (the model's
-    other root rotations stay neutral). Models without a floating root return neutral poses.
-    """
-    capture = capture.aligned_to(rig)
-    names = model.marker_names(marker_set)
-    if tuple(capture.keypoint_names) != tuple(names):
-        raise InputError(
-            f"capture {capture.name!r}: keypoints {capture.keypoint_names[:3]}... are not those of marker set "
-            f"{marker_set!r} ({names[:3]}...): expected the set's {len(names)} keypoints in its order"
-        )
-    pts, _ = triangulate_robust(rig, capture.keypoints, capture.confidence)
-    pts = np.asarray(pts, float)  # (T, J, 3)
-    kin = _root_kinematics(model)
-    neutral = model.neutral_coordinates()
-    root = root_coordinates(model)
-    p0, _, sites = kin(neutral)
-    site_ids = model.marker_site_ids(marker_set)
-    mm = model.mj_model
-    body = mm.site_bodyid[site_ids]
-    trunk_bodies = _trunk_bodies(mm)
-    # Joint-centre keypoints (hips, shoulders) sit at the origin of a limb's first body and
-    # move with the trunk.
-    at_joint = np.isin(mm.body_parentid[body], trunk_bodies) & (np.linalg.norm(mm.site_pos[site_ids], axis=1) < 0.05)
-    trunk = np.isin(body, trunk_bodies) | at_joint
-    if trunk.sum() < 3:
-        trunk[:] = True
-    a_all = sites[site_ids][trunk]
-    pts = pts[:, trunk]
-    T = pts.shape[0]
-    coords = np.tile(neutral, (T, 1))
-    if not root.any():
-        return RootGuess(coords, 1.0)
-    # Translation Jacobian of the root origin and the heading axis, by unit steps.
-    trans = [i for i in np.flatnonzero(root) if model.coordinate_motion[i] == "translational"]
-    rots = [i for i in np.flatnonzero(root) if model.coordinate_motion[i] == "rotational"]
-    A = np.zeros((3, len(trans)))
-    for k, i in enumerate(trans):
-        q = neutral.copy()
-        q[i] += 1.0
-        A[:, k] = kin(q)[0] - p0
-    yaw_coord, yaw_sign = None, 1.0
-    best = 0.0
-    for i in rots:
-        q = neutral.copy()
-        q[i] += 0.1
-        _, R, _ = kin(q)
-        _, R0, _ = kin(neutral)
-        rel = R @ R0.T
-        yaw = math.atan2(rel[1, 0] - rel[0, 1], rel[0, 0] + rel[1, 1])
-        if abs(yaw) > best:
-            best, yaw_coord, yaw_sign = abs(yaw), i, math.copysign(1.0, yaw)
-    scales, psis, centres = np.full(T, np.nan), np.full(T, np.nan), np.full((T, 3), np.nan)
-    for f in range(T):
-        ok = np.all(np.isfinite(pts[f]), axis=1)
-        if ok.sum() < 3:
-            continue
-        a, b = a_all[ok], pts[f, ok]
-        am, bm = a.mean(0), b.mean(0)
-        ac, bc = a - am, b - bm
-        psi = math.atan2(np.sum(ac[:, 0] * bc[:, 1] - ac[:, 1] * bc[:, 0]), np.sum(ac[:, 0] * bc[:, 0] + ac[:, 1] * bc[:, 1]))
-        c, s_ = math.cos(psi), math.sin(psi)
-        Rz = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])
-        ra = ac @ Rz.T
-        scales[f] = np.sum(ra * bc) / np.sum(ac * ac)
-        psis[f] = psi
-        centres[f] = bm - scales[f] * Rz @ (am - p0)
-    good = np.isfinite(psis)
-    if not good.any():
-        raise InputError(f"capture {capture.name!r}: no frame has 3 keypoints seen by 2 cameras; cannot place the body")
-    scale = float(np.median(scales[good]))
-    psis[good] = np.unwrap(psis[good])
-    for f in np.flatnonzero(good):
-        c, s_ = math.cos(psis[f]), math.sin(psis[f])
-        Rz = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])
-        # The root origin, with the model scaled by the median scale about it.
-        origin = centres[f] + (scales[f] - scale) * Rz @ (a_all.mean(0) - p0)
-        dt = np.linalg.lstsq(A, origin - p0, rcond=None)[0]
-        coords[f, trans] = neutral[trans] + dt
-        if yaw_coord is not None:
-            coords[f, yaw_coord] = neutral[yaw_coord] + yaw_sign * psis[f]
-    coords[np.ix_(~good, root)] = np.nan
-    return RootGuess(coords, scale)
 
 
 def fill_missing(times: np.ndarray, coords: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from mjx_biomech.body.params import BodyParams
 from mjx_biomech.body.rotations import rodrigues
 from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.captures import Capture
-from mjx_biomech.fitting import trajectories
+from mjx_biomech.fitting import anthropometry, initialisation, trajectories
 
 # Marker offsets are optimised in centimetres: then a unit prior weight is a sensible default
 # and the offsets' gradients are of the size of the scales' and angles'.
@@ -33,8 +33,14 @@ class FitSetup:
     """What the compiled functions close over (hashable; the model hashes by identity).
 
     ``site_ids``: the marker set's sites; ``scale_prior``: per scale group, whether its log
-    scale has a prior; ``delta_px``: Huber threshold (px); the weights of the offset, scale,
-    smoothness and camera priors; ``points``: random frames per trial per Adam step.
+    scale has the weak prior that splits ``overall`` from the groups (and is held inside
+    :data:`anthropometry.BOUNDS`); ``scale_sd``: per group, the population's standard deviation of
+    its log scale (0: none; :mod:`~mjx_biomech.fitting.anthropometry`); ``mirror``: left/right
+    group pairs tied softly (empty: free); ``delta_px``: Huber threshold (px); the weights of the
+    offset, scale, anthropometric, smoothness and camera priors; ``points``: random frames per
+    trial per Adam step; ``reject_px``: the least median error (px) at which a camera's
+    detections in a frame are dropped as someone else's (0: never;
+    :func:`~mjx_biomech.fitting.relabel.reject_views`).
     """
 
     model: object
@@ -47,6 +53,10 @@ class FitSetup:
     smooth_weight: float
     camera_weight: float
     points: int
+    scale_sd: tuple[float, ...] = ()
+    mirror: tuple[tuple[int, int], ...] = ()
+    body_weight: float = 0.0
+    reject_px: float = 0.0
 
 
 class TrialArrays(eqx.Module):
@@ -65,8 +75,9 @@ class TrialArrays(eqx.Module):
 class FitVariables(eqx.Module):
     """Everything a fit optimises.
 
-    ``trajectories``: one per trial; ``log_scales`` (P,); ``offsets`` (M, 3) of the marker
-    set's sites in centimetres; ``camera`` (C, 6): a change of each camera's rotation vector
+    ``trajectories``: one per trial; ``log_scales`` (P,) unconstrained (the log scales of the
+    groups other than ``overall`` are them squeezed into bounds, :meth:`scale_logs`);
+    ``offsets`` (M, 3) of the marker set's sites in centimetres; ``camera`` (C, 6): a change of each camera's rotation vector
     (rad) and of its centre (m, world) while bundle adjustment is on. Moving the centre rather
     than ``tvec`` keeps rotation and position decoupled (``tvec = −R c`` swings with ``R``).
     """
@@ -76,8 +87,12 @@ class FitVariables(eqx.Module):
     offsets: jax.Array
     camera: jax.Array
 
+    def scale_logs(self, setup: FitSetup) -> jax.Array:
+        """(P,) the log scales: ``log_scales`` where ``overall``, bounded elsewhere."""
+        return anthropometry.bounded_log_scales(self.log_scales, np.asarray(setup.scale_prior), jnp)
+
     def params(self, setup: FitSetup) -> BodyParams:
-        return BodyParams(jnp.exp(self.log_scales), site_offsets(setup.model, setup.site_ids, self.offsets))
+        return BodyParams(jnp.exp(self.scale_logs(setup)), site_offsets(setup.model, setup.site_ids, self.offsets))
 
     def rig(self, rig: CameraRig, ba_on) -> CameraRig:
         return moved_rig(rig, self.camera, ba_on)
@@ -120,13 +135,13 @@ def initial_variables(
     mlp_width: int, mlp_depth: int, key: jax.Array, dtype,
 ) -> FitVariables:
     """The start of a fit: per trial, a trajectory (``"spline"`` or ``"mlp"``) through the root
-    pose of :func:`trajectories.initial_root` (the other coordinates neutral); the overall scale
+    pose of :func:`initialisation.initial_root` (the other coordinates neutral); the overall scale
     the median of the trials' guesses, the other scales 1; no offsets, no camera moves."""
     active = trajectories.observed_coordinates(model, marker_set) | trajectories.root_coordinates(model)
     root = trajectories.root_coordinates(model)
     trajs, scales = [], []
     for cap in captures:
-        guess = trajectories.initial_root(model, cap, rig, marker_set)
+        guess = initialisation.initial_root(model, cap, rig, marker_set)
         times = cap.times
         coords = trajectories.fill_missing(times, guess.coords)
         scales.append(guess.scale)

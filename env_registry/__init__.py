@@ -1,4 +1,4 @@
-"""Gait-imitation environments and their registration in brax, gymnasium, MyoSuite and LocoMujoco.
+"""Gait-imitation environments and their registration in brax, gymnasium and MyoSuite.
 
 Importing this package registers, for each framework that is installed (and skips those that
 are not):
@@ -9,8 +9,10 @@ are not):
   environment (:class:`env_registry.gym_env.GaitImitationGymEnv`);
 - MyoSuite: ``myosuite.core.registry.make_env("mjxBiomechGaitImitation-v0")`` → the MuJoCo-C
   environment, and ``make_env(..., backend="mjx")`` → the MJX environment as a MuJoCo
-  Playground ``MjxEnv`` (registered with ``mujoco_playground.dm_control_suite``);
-- LocoMujoco: ``LocoEnv.make("MjxBiomechGaitImitation")`` (see :mod:`env_registry.loco_mujoco`).
+  Playground ``MjxEnv`` (registered with ``mujoco_playground.dm_control_suite``).
+
+LocoMujoco is not supported: its latest release (1.0.0) pins MuJoCo 3.2.7 and numpy < 2, and this
+project needs MuJoCo ≥ 3.3 and numpy 2.
 
 ``kwargs`` are the fields of :class:`GaitImitationConfig` plus ``reference`` (see
 :func:`env_registry.reference.load_reference`). Environment modules are imported only when an
@@ -103,22 +105,12 @@ def _register_playground() -> bool:
     return True
 
 
-def _register_loco_mujoco() -> bool:
-    if not _installed("loco_mujoco"):
-        return False
-    from .loco_mujoco import MjxBiomechGaitImitation
-
-    MjxBiomechGaitImitation.register()
-    return True
-
-
 def _register_all() -> None:
     for name, register in (
         ("brax", _register_brax),
         ("gymnasium", _register_gymnasium),
         ("myosuite", _register_myosuite),
         ("mujoco_playground", _register_playground),
-        ("loco_mujoco", _register_loco_mujoco),
     ):
         try:
             registered[name] = register()

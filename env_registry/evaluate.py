@@ -3,20 +3,26 @@ and measure its gait against the reference, as the paper does.
 
 Each trajectory is followed from its first frame without reset noise, with the deterministic
 policy, on MuJoCo's C engine (the policy is trained on MJX: the evaluation also checks that it
-transfers), until the reference ends or the episode ends (fall, negative reward). Reported, after
-skipping the first 45 frames (the body settling into the motion):
+transfers), until the reference ends or the episode ends (fall, negative reward, unstable state).
+The simulated and the reference motion are measured by the same rules, from their joint
+coordinates through MuJoCo's kinematics, so that the reference fed in as the rollout scores
+perfectly. Reported, after skipping the first 45 frames (the body settling into the motion):
 
+- the fraction of the reference followed before the episode ended, and how it ended;
 - hip flexion and knee angle RMSE and bias-removed RMSE (degrees), each side;
-- walking speed per gait cycle (pelvis displacement between right-foot strikes, m/s);
-- step length and step width at foot strike (heel contact spheres, m);
-- foot-contact events from ground penetration with hysteresis: the simulated foot is in contact
-  once its lowest contact sphere penetrates the floor (z < 0) until it rises 1 cm above it; the
-  reference foot within 2 cm of the floor (a kinematic reference does not penetrate). Strikes
-  are matched one to one to the reference's by the Hungarian algorithm, pairs more than 500 ms
-  apart dropped; the timing errors are reported.
+- foot-contact events from ground penetration with hysteresis: a foot is in contact once the
+  lowest point of its contact spheres is below 5 mm (a kinematic reference touches the floor, a
+  simulated foot sinks into it) until it rises above 15 mm. Strikes are matched one to one to the
+  reference's by the Hungarian algorithm, pairs more than 500 ms apart dropped; the timing
+  errors are reported;
+- step length and step width at each foot strike, from the heel sphere centres, along and across
+  the walking direction (the principal axis of the reference pelvis's horizontal path);
+- walking speed per gait cycle: the heel's displacement along the walking direction between two
+  strikes of the same foot, divided by the cycle's duration;
+- the mean pelvis residual force as a fraction of body weight.
 
-Writes ``report.json`` and ``plots/<trajectory>.png`` (tracked against reference hip and knee
-angles) into ``--out`` (default: ``<policy folder>/evaluation``).
+Writes ``report.json`` (each trajectory, and a summary) and ``plots/<trajectory>.png`` (tracked
+against reference hip and knee angles) into ``--out`` (default: ``<policy folder>/evaluation``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import json
 import pickle
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,10 +43,11 @@ from .config import GaitImitationConfig
 
 SKIP_FRAMES = 45
 JOINTS = ("hip_flexion_r", "hip_flexion_l", "knee_angle_r", "knee_angle_l")
-SIM_CONTACT_THRESHOLD = 0.0
-REF_CONTACT_THRESHOLD = 0.02
+SIDES = ("r", "l")
+CONTACT_THRESHOLD = 0.005
 CONTACT_HYSTERESIS = 0.01
 MAX_EVENT_OFFSET = 0.5
+ENDS = ("reference_end", "fall", "negative_reward", "unstable")
 
 
 def load_policy(path: Path):
@@ -80,102 +88,150 @@ def rollout(env, policy, trajectory: int, seed: int = 0) -> dict:
     """Follow reference ``trajectory`` from frame 0 to its end (or the episode's) without reset
     noise, on MuJoCo's C engine (``env``: a :class:`.gym_env.GaitImitationGymEnv`).
 
-    ``policy(obs) -> action`` (NumPy). Returns NumPy arrays over the T visited states: ``qpos``
-    (T, nq), ``foot`` (T, G, 3) contact sphere centres, ``pelvis`` (T, 3); over the T − 1 steps:
-    ``reward``; and ``ended_early`` (a fall, a negative reward or an unstable state).
+    ``policy(obs) -> action`` (NumPy). Returns ``qpos`` (T, nq) over the T visited states;
+    ``reward`` and ``residual_force`` (fraction of body weight) over the T − 1 steps; and ``end``,
+    how the episode ended (one of :data:`ENDS`).
     """
-    body, d = env.task.body, env.data
+    d = env.data
     env.reset(seed=seed)  # seeds the observation noise
     obs, _ = env.reset_to(trajectory, 0, 0.0)
-    record = {"qpos": [], "foot": [], "pelvis": [], "reward": []}
-
-    def snapshot():
+    record = {"qpos": [d.qpos.copy()], "reward": [], "residual_force": []}
+    end = None
+    while end is None:
+        obs, reward, _, _, info = env.step(policy(obs))
         record["qpos"].append(d.qpos.copy())
-        record["foot"].append(d.geom_xpos[body.foot_geoms].copy())
-        record["pelvis"].append(d.xpos[body.pelvis_body].copy())
-
-    snapshot()
-    terminated = truncated = False
-    while not (terminated or truncated):
-        obs, reward, terminated, truncated, _ = env.step(policy(obs))
-        snapshot()
         record["reward"].append(reward)
-    out = {k: np.asarray(v) for k, v in record.items()}
-    out["ended_early"] = bool(terminated)
+        record["residual_force"].append(info["residual_force"])
+        end = info["end"]
+    out = {k: np.asarray(v, dtype=float) for k, v in record.items()}
+    out["end"] = end
     return out
 
 
-def _reference_feet(task, n: int, frames: int) -> np.ndarray:
+class Gait(NamedTuple):
+    """What the gait metrics read from a motion of T frames: the pelvis (T, 3) and heel sphere
+    centres (T, 3) per side, m; the lowest point of each foot's contact spheres (T,) per side, m."""
+
+    pelvis: np.ndarray
+    heel: dict
+    foot_low: dict
+
+
+def gait_kinematics(task, qpos: np.ndarray) -> Gait:
+    """:class:`Gait` of the states ``qpos`` (T, nq) of the task's body (MuJoCo C kinematics)."""
     import mujoco
 
-    m = task.body.mj_model
+    body = task.body
+    m = body.mj_model
     d = mujoco.MjData(m)
-    out = np.empty((frames, len(task.body.foot_geoms), 3))
-    for k in range(frames):
-        d.qpos[:] = task.targets.qpos[n, k]
+    names = [m.geom(int(g)).name for g in body.foot_geoms]
+    feet = {s: np.array([g for g, name in zip(body.foot_geoms, names) if name.endswith(f"_{s}")]) for s in SIDES}
+    heel = {s: m.geom(f"foot_contact_heel_{s}").id for s in SIDES}
+    pelvis = np.empty((len(qpos), 3))
+    heels = {s: np.empty((len(qpos), 3)) for s in SIDES}
+    low = {s: np.empty(len(qpos)) for s in SIDES}
+    for k, q in enumerate(qpos):
+        d.qpos[:] = q
         mujoco.mj_kinematics(m, d)
-        out[k] = d.geom_xpos[task.body.foot_geoms]
-    return out
+        pelvis[k] = d.xpos[body.pelvis_body]
+        for s in SIDES:
+            heels[s][k] = d.geom_xpos[heel[s]]
+            low[s][k] = np.min(d.geom_xpos[feet[s], 2] - m.geom_size[feet[s], 0])
+    return Gait(pelvis, heels, low)
 
 
-def _foot_heights(task, foot_xyz: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(heel z, toe z) lowest points (m) and heel centre (T, 3) of one foot."""
-    m = task.body.mj_model
-    names = [m.geom(int(g)).name for g in task.body.foot_geoms]
-    radius = m.geom_size[task.body.foot_geoms, 0]
-    heel = names.index(f"foot_contact_heel_{side}")
-    toe = names.index(f"foot_contact_toe_{side}")
-    return foot_xyz[:, heel, 2] - radius[heel], foot_xyz[:, toe, 2] - radius[toe], foot_xyz[:, heel]
+def walking_direction(task, n: int) -> np.ndarray:
+    """Unit horizontal (2,) direction of reference trajectory ``n``: the principal axis of its
+    pelvis's horizontal path, signed along its displacement (:func:`metrics.walking_direction`)."""
+    pelvis = gait_kinematics(task, task.targets.qpos[n, : task.targets.lengths[n]]).pelvis
+    try:
+        return metrics.walking_direction(pelvis)
+    except InputError as e:
+        raise InputError(f"reference: {task.reference.names[n]}: {e}") from None
+
+
+def _events(gait: Gait, fps: float) -> dict:
+    return {s: metrics.gait_events(gait.foot_low[s], None, fps, CONTACT_THRESHOLD, CONTACT_HYSTERESIS) for s in SIDES}
+
+
+def _spatial(gait: Gait, strikes: dict, fps: float, direction) -> dict:
+    """Step lengths and widths at the ``strikes`` (frames per side) and walking speed per cycle."""
+    steps = metrics.step_metrics(gait.heel["l"], gait.heel["r"], strikes["l"], strikes["r"], direction=direction)
+    cycles = sorted(
+        (int(f0), float(v))
+        for s in SIDES
+        if len(strikes[s]) >= 2
+        for f0, v in zip(strikes[s], metrics.walking_speed_per_cycle(gait.heel[s], strikes[s], fps, direction))
+    )
+    return {
+        "step_length_m": steps.step_length.tolist(),
+        "step_width_m": steps.step_width.tolist(),
+        "walking_speed_per_cycle_mps": [v for _, v in cycles],
+    }
 
 
 def gait_report(task, sim: dict, n: int) -> dict:
-    """Metrics of one rollout against reference trajectory ``n`` (see the module docstring)."""
+    """Metrics of one rollout (:func:`rollout`) against reference trajectory ``n`` (see the module
+    docstring)."""
     fps = task.config.fps
-    valid = len(sim["qpos"])
-    ref_qpos = task.targets.qpos[n, :valid]
-    qpos = sim["qpos"]
     m = task.body.mj_model
-    out: dict = {"trajectory": task.reference.names[n], "frames": valid, "ended_early": sim["ended_early"],
-                 "mean_reward": float(np.mean(sim["reward"]))}  # fmt: skip
-    window = slice(SKIP_FRAMES, valid)
+    valid = len(sim["qpos"])
+    reachable = int(task.targets.lengths[n]) - task.config.future_frames
+    ref_qpos = task.targets.qpos[n, :valid]
+    out: dict = {
+        "trajectory": task.reference.names[n],
+        "frames": valid,
+        "reference_frames": reachable,
+        "fraction_followed": valid / reachable,
+        "end": sim["end"],
+        "mean_reward": float(np.mean(sim["reward"])) if len(sim["reward"]) else float("nan"),
+        "residual_force_body_weight": float(np.mean(sim["residual_force"])) if len(sim["residual_force"]) else float("nan"),
+    }
     if valid <= SKIP_FRAMES + 1:
         out["note"] = f"episode ended after {valid} frames, before the {SKIP_FRAMES} skipped frames were over"
         return out
+    window = slice(SKIP_FRAMES, valid)
     for joint in JOINTS:
         adr = m.jnt_qposadr[m.joint(joint).id]
-        a, b = np.degrees(qpos[window, adr]), np.degrees(ref_qpos[window, adr])
+        a, b = np.degrees(sim["qpos"][window, adr]), np.degrees(ref_qpos[window, adr])
         out[f"{joint}_rmse_deg"] = float(metrics.rmse(a, b))
         out[f"{joint}_bias_removed_rmse_deg"] = float(metrics.bias_removed_rmse(a, b))
-    ref_feet = _reference_feet(task, n, valid)
-    events, ref_events, heels, ref_heels = {}, {}, {}, {}
-    for side in ("r", "l"):
-        heel_z, toe_z, heel = _foot_heights(task, sim["foot"][:valid], side)
-        rheel_z, rtoe_z, rheel = _foot_heights(task, ref_feet, side)
-        events[side] = metrics.gait_events(heel_z, toe_z, fps, SIM_CONTACT_THRESHOLD, CONTACT_HYSTERESIS)
-        ref_events[side] = metrics.gait_events(rheel_z, rtoe_z, fps, REF_CONTACT_THRESHOLD, CONTACT_HYSTERESIS)
-        heels[side], ref_heels[side] = heel, rheel
-        match = metrics.match_events(events[side].strike_times, ref_events[side].strike_times, MAX_EVENT_OFFSET)
-        out[f"strikes_{side}"] = int(len(events[side].strike_frames))
-        out[f"reference_strikes_{side}"] = int(len(ref_events[side].strike_frames))
-        out[f"matched_strikes_{side}"] = int(len(match.errors))
-        out[f"strike_timing_errors_{side}_s"] = match.errors.tolist()
-    strikes_r = events["r"].strike_frames
-    if len(strikes_r) >= 2:
-        out["walking_speed_per_cycle_mps"] = metrics.walking_speed_per_cycle(sim["pelvis"][:valid], strikes_r, fps).tolist()
-    ref_strikes_r = ref_events["r"].strike_frames
-    if len(ref_strikes_r) >= 2:
-        ref_pelvis = task.targets.qpos[n, :valid]  # pelvis_tx/ty/tz are qpos 0..2 in OpenSim axes
-        out["reference_walking_speed_per_cycle_mps"] = metrics.walking_speed_per_cycle(
-            np.stack([ref_pelvis[:, 0], -ref_pelvis[:, 2], ref_pelvis[:, 1]], axis=1), ref_strikes_r, fps
-        ).tolist()
-    if len(events["r"].strike_frames) + len(events["l"].strike_frames) >= 1:
-        try:
-            steps_ = metrics.step_metrics(heels["l"], heels["r"], events["l"].strike_frames, events["r"].strike_frames, pelvis=sim["pelvis"][:valid])
-            out["step_length_m"] = steps_.step_length.tolist()
-            out["step_width_m"] = steps_.step_width.tolist()
-        except InputError as e:
-            out["step_note"] = str(e)
+    gait, ref_gait = gait_kinematics(task, sim["qpos"]), gait_kinematics(task, ref_qpos)
+    events, ref_events = _events(gait, fps), _events(ref_gait, fps)
+    strikes = {s: events[s].strike_frames[events[s].strike_frames >= SKIP_FRAMES] for s in SIDES}
+    ref_strikes = {s: ref_events[s].strike_frames[ref_events[s].strike_frames >= SKIP_FRAMES] for s in SIDES}
+    for s in SIDES:
+        match = metrics.match_events(strikes[s] / fps, ref_strikes[s] / fps, MAX_EVENT_OFFSET)
+        out[f"strike_frames_{s}"] = strikes[s].tolist()
+        out[f"reference_strike_frames_{s}"] = ref_strikes[s].tolist()
+        out[f"matched_strikes_{s}"] = len(match.errors)
+        out[f"strike_timing_errors_{s}_s"] = match.errors.tolist()
+    direction = walking_direction(task, n)
+    out.update(_spatial(gait, strikes, fps, direction))
+    out.update({f"reference_{k}": v for k, v in _spatial(ref_gait, ref_strikes, fps, direction).items()})
+    speed, ref_speed = out["walking_speed_per_cycle_mps"], out["reference_walking_speed_per_cycle_mps"]
+    if speed and ref_speed:
+        out["walking_speed_error_pct"] = float(100 * (np.mean(speed) / np.mean(ref_speed) - 1))
     return out
+
+
+def summary(reports: list[dict]) -> dict:
+    """Means over the trajectories of the main metrics, and how many episodes ended each way."""
+
+    def mean(key):
+        values = [r[key] for r in reports if key in r and np.isfinite(r[key])]
+        return float(np.mean(values)) if values else None
+
+    timing = [abs(e) for r in reports for s in SIDES for e in r.get(f"strike_timing_errors_{s}_s", [])]
+    return {
+        "trajectories": len(reports),
+        "ends": {end: sum(r["end"] == end for r in reports) for end in ENDS},
+        "fraction_followed": mean("fraction_followed"),
+        **{f"{j}_rmse_deg": mean(f"{j}_rmse_deg") for j in JOINTS},
+        "walking_speed_error_pct": mean("walking_speed_error_pct"),
+        "strike_timing_error_ms": 1000 * float(np.mean(timing)) if timing else None,
+        "residual_force_body_weight": mean("residual_force_body_weight"),
+    }
 
 
 def plot_tracking(task, sim: dict, n: int, path: Path, frames: int) -> Path:
@@ -244,26 +300,27 @@ def run(args: argparse.Namespace) -> int:
         sim = rollout(env, policy, n, args.seed)
         reports.append(gait_report(task, sim, n))
         plot_tracking(task, sim, n, out / "plots" / f"{task.reference.names[n].replace(':', '_')}.png", reports[-1]["frames"])
-    write_text_atomic(out / "report.json", json.dumps({"policy": str(args.policy), "reference": args.reference, "trajectories": reports}, indent=2))
+    report = {"policy": str(args.policy), "reference": args.reference, "summary": summary(reports), "trajectories": reports}
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     table = Table(title=f"gait metrics after the first {SKIP_FRAMES} frames")
-    table.add_column("trajectory")
-    table.add_column("frames followed")
-    for joint in JOINTS:
-        table.add_column(f"{joint} RMSE / bias-removed (°)")
-    table.add_column("speed (m/s)")
-    table.add_column("strike timing (ms)")
+    for column in ("trajectory", "followed", *(f"{j} RMSE / bias-removed (°)" for j in JOINTS), "speed / reference (m/s)",
+                   "strike timing (ms)", "residual force (× body weight)"):  # fmt: skip
+        table.add_column(column)
     for r in reports:
         cells = [
             f"{r[f'{j}_rmse_deg']:.1f} / {r[f'{j}_bias_removed_rmse_deg']:.1f}" if f"{j}_rmse_deg" in r else "–"
             for j in JOINTS
         ]
-        speed = r.get("walking_speed_per_cycle_mps", [])
+        speed, ref_speed = r.get("walking_speed_per_cycle_mps", []), r.get("reference_walking_speed_per_cycle_mps", [])
         timing = r.get("strike_timing_errors_r_s", []) + r.get("strike_timing_errors_l_s", [])
         table.add_row(
-            r["trajectory"], f"{r['frames']}{' (ended early)' if r['ended_early'] else ''}", *cells,
-            f"{np.mean(speed):.2f}" if speed else "–",
+            r["trajectory"], f"{100 * r['fraction_followed']:.0f} % ({r['end']})", *cells,
+            f"{np.mean(speed):.2f} / {np.mean(ref_speed):.2f}" if speed and ref_speed else "–",
             f"{1000 * np.mean(np.abs(timing)):.0f}" if timing else "–",
+            f"{r['residual_force_body_weight']:.2f}",
         )  # fmt: skip
     Console().print(table)
+    ends = report["summary"]["ends"]
+    print(f"episodes: {len(reports)}; ended: " + ", ".join(f"{k} {v}" for k, v in ends.items()))
     print(f"report: {out / 'report.json'}")
     return 0

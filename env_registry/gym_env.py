@@ -3,7 +3,9 @@
 It shares the task (body, reference, targets) and the observation, reward and control arithmetic
 (:mod:`.tracking`) with the MJX environment; episodes start and end by the same rules (see
 :mod:`.mjx_env`). ``terminated`` is a fall, a negative reward or an unstable state;
-``truncated`` is the end of the reference.
+``truncated`` is the end of the reference. ``info`` names how the step ended (``end``: None,
+``"reference_end"``, ``"fall"``, ``"negative_reward"`` or ``"unstable"``) and the pelvis residual
+force as a fraction of body weight (``residual_force``).
 """
 
 from __future__ import annotations
@@ -81,8 +83,11 @@ class GaitImitationGymEnv(gym.Env):
         stable = bool(stable)
         terminated = bool(fallen or reward < 0 or not stable)
         truncated = bool(out_of_frames) and not terminated
+        end = ("unstable" if not stable else "fall" if fallen else "negative_reward" if reward < 0
+               else "reference_end" if truncated else None)  # fmt: skip
         info = {"trajectory": n, "frame": frame, "angle_error": float(errors.angle),
-                "position_error": float(errors.position), "velocity_error": float(errors.velocity)}  # fmt: skip
+                "position_error": float(errors.position), "velocity_error": float(errors.velocity),
+                "residual_force": float(task.residual_force_fraction(d.ctrl)), "end": end}  # fmt: skip
         return self._observation(), reward if stable else 0.0, terminated, truncated, info
 
     def _observation(self) -> np.ndarray:
@@ -98,7 +103,7 @@ class GaitImitationGymEnv(gym.Env):
             t.keypoints[n, frame + 1 : frame + 1 + c.future_frames],
             t.keypoints[n, frame, t.pelvis_keypoint],
             t.pelvis_keypoint,
-            body.height,
+            t.heights[n],
         )
         obs = obs + c.observation_noise * self.np_random.standard_normal(obs.shape)
         return tracking.bounded(obs).astype(np.float64)

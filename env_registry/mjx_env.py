@@ -3,8 +3,15 @@
 A body (see :mod:`.body`) follows reference gait: each control step (1/fps s) applies the
 policy's action for ``substeps`` physics steps, advances the reference one frame, and rewards
 tracking (formulas in :mod:`.tracking`). The reference trajectory and frame live in the physics
-state's ``userdata`` so that brax's auto-reset, which restores the first physics state of an
-episode, restores them too.
+state's ``userdata``.
+
+brax's auto-reset (``AutoResetWrapper``, and MuJoCo Playground's) restores, when an episode
+ends, the state it kept from the first reset (``info["first_pipeline_state"]`` and
+``info["first_obs"]``; Playground: ``info["AutoResetWrapper_first_data"]`` and
+``info["AutoResetWrapper_first_obs"]``): alone, every environment would restart from the same
+start forever. So each step draws a fresh start from the random key carried in
+``info["rng"]`` and puts it in the kept state's place; the wrapper uses it only where the
+episode ends (by this environment's rules or by a wrapper's time limit).
 
 Episodes start at a random trajectory and frame (joint angles and velocities perturbed by
 ``reset_noise``, the body lifted so that no foot is below the floor) and end when the reference
@@ -27,7 +34,17 @@ from . import tracking
 from .config import GaitImitationConfig
 from .task import GaitTask, make_task
 
-_FRAME_TARGETS = ("qpos", "qvel", "keypoints", "keypoint_velocity", "angles", "pelvis_height", "lengths")
+_FRAME_TARGETS = ("qpos", "qvel", "keypoints", "keypoint_velocity", "angles", "pelvis_height", "lengths", "heights")
+# Keys under which brax's and MuJoCo Playground's auto-reset wrappers keep the first physics state
+# and observation.
+_FIRST_STATE_KEYS = (("first_pipeline_state", "first_obs"), ("AutoResetWrapper_first_data", "AutoResetWrapper_first_obs"))
+
+
+# Per-step metrics (brax sums them over an episode, and its training log divides those named
+# ``*_per_step`` by the episode's length): tracking errors, the frame reached, the pelvis residual
+# force as a fraction of body weight, and whether the episode ended by a fall or an unstable
+# (non-finite or too fast) state.
+_METRICS = ("angle_error", "position_error", "velocity_error", "frame", "residual_force_per_step", "fallen", "unstable")
 
 
 class GaitImitationEnv(Env):
@@ -89,7 +106,8 @@ class GaitImitationEnv(Env):
         data = self._kinematics(data)
         obs = self._observation(data, n, frame, k_obs)
         zero = jnp.zeros(())
-        metrics = {"angle_error": zero, "position_error": zero, "velocity_error": zero, "frame": frame.astype(zero.dtype)}
+        metrics = {name: zero for name in _METRICS}
+        metrics["frame"] = frame.astype(zero.dtype)
         return State(data, obs, zero, zero, metrics, {"rng": rng})
 
     def step(self, state: State, action: jax.Array) -> State:
@@ -115,16 +133,20 @@ class GaitImitationEnv(Env):
             self._targets, n, frame, data.qpos, data.qvel, data.xpos[body.pelvis_body, 2], reward
         )
         done = out_of_frames | fallen | (reward < 0) | ~stable
-        rng, k_obs = jax.random.split(state.info["rng"])
+        rng, k_obs, k_start = jax.random.split(state.info["rng"], 3)
         obs = self._observation(data, n, frame, k_obs)
         metrics = {
             "angle_error": errors.angle,
             "position_error": errors.position,
             "velocity_error": errors.velocity,
             "frame": frame.astype(reward.dtype),
+            "residual_force_per_step": task.residual_force_fraction(data.ctrl),
+            "fallen": fallen & stable,
+            "unstable": ~stable,
         }
-        metrics = {k: jnp.nan_to_num(v).astype(state.reward.dtype) for k, v in metrics.items()}
-        info = {**state.info, "rng": rng}
+        # Keys a wrapper added (brax's evaluation wrapper adds "reward") pass through unchanged.
+        metrics = {**state.metrics, **{k: jnp.nan_to_num(v).astype(state.reward.dtype) for k, v in metrics.items()}}
+        info = {**state.info, "rng": rng, **self._fresh_start(state.info, k_start)}
         return state.replace(
             pipeline_state=data,
             obs=obs,
@@ -135,6 +157,15 @@ class GaitImitationEnv(Env):
         )
 
     # ------------------------------------------------------------------ helpers
+    def _fresh_start(self, info: dict, key) -> dict:
+        """The auto-reset wrapper's kept first state and observation (if ``info`` has them),
+        replaced by a fresh start."""
+        kept = [(data, obs) for data, obs in _FIRST_STATE_KEYS if data in info and obs in info]
+        if not kept:
+            return {}
+        fresh = self.reset(key)
+        return {k: v for data, obs in kept for k, v in ((data, fresh.pipeline_state), (obs, fresh.obs))}
+
     def _kinematics(self, data):
         """Body and site poses and body velocities of ``data.qpos, data.qvel``: what the
         observation and the reward read (a full ``mjx.forward`` would also compile collisions
@@ -156,7 +187,7 @@ class GaitImitationEnv(Env):
             future,
             self._targets.keypoints[n, frame, task.targets.pelvis_keypoint],
             task.targets.pelvis_keypoint,
-            body.height,
+            self._targets.heights[n],
         )
         obs = obs + c.observation_noise * jax.random.normal(key, obs.shape, obs.dtype)
         return tracking.bounded(obs)

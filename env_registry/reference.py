@@ -5,6 +5,10 @@ Sources: an OpenSim .mot file (``converters.mot``), a fit result folder (every .
 :func:`mjx_biomech.capture.synthetic.walking` (``"synthetic"`` or ``"synthetic:N"`` for N people).
 Coordinates are matched to the simulated body by OpenSim name; columns the body lacks (the upper
 body of a lower-body model) are ignored. Files are resampled to the control rate.
+
+Each trajectory carries the standing height of its person, which scales the observations and
+rewards: a synthetic walker's is its model's; a fit result folder's is that of the scaled model
+it holds (``model_scaled.xml``); a lone .mot file's, unknown, is the simulated body's.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from mjx_biomech.errors import InputError
 
 from .body import Body
-from .tracking import HALPE_EXCLUDED, KEYPOINT_SET, PELVIS_KEYPOINT, SAGITTAL_COORDINATES
+from .tracking import KEYPOINT_SET, KEYPOINTS, PELVIS_KEYPOINT, SAGITTAL_COORDINATES
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,14 @@ class Reference:
         lengths: (N,) frames of each trajectory.
         fps: frames per second.
         names: (N,) a label per trajectory (file name or "synthetic:<seed>").
+        heights: (N,) standing height of each trajectory's person, m.
     """
 
     coords: np.ndarray
     lengths: np.ndarray
     fps: float
     names: tuple[str, ...]
+    heights: np.ndarray
 
     @property
     def num_trajectories(self) -> int:
@@ -46,13 +52,17 @@ class Reference:
     def select(self, indices) -> Reference:
         """The trajectories at ``indices`` (e.g. a held-out split)."""
         idx = np.atleast_1d(np.asarray(indices, dtype=int))
-        return Reference(self.coords[idx], self.lengths[idx], self.fps, tuple(self.names[i] for i in idx))
+        return Reference(self.coords[idx], self.lengths[idx], self.fps, tuple(self.names[i] for i in idx), self.heights[idx])
 
 
-def stack(trajectories: list[np.ndarray], fps: float, names: list[str] | None = None) -> Reference:
-    """Stack (T_i, C) trajectories into a padded :class:`Reference`."""
+def stack(trajectories: list[np.ndarray], fps: float, heights, names: list[str] | None = None) -> Reference:
+    """Stack (T_i, C) trajectories into a padded :class:`Reference`; ``heights`` (N,) or one
+    value, m, are their people's standing heights."""
     if not trajectories:
         raise InputError("reference: no trajectories given")
+    heights = np.broadcast_to(np.asarray(heights, dtype=float), (len(trajectories),)).copy()
+    if not np.all(np.isfinite(heights) & (heights > 0)):
+        raise InputError(f"reference: standing heights must be positive metres, got {heights.tolist()}")
     c = trajectories[0].shape[1]
     for i, t in enumerate(trajectories):
         if t.ndim != 2 or t.shape[1] != c or t.shape[0] < 1:
@@ -60,7 +70,7 @@ def stack(trajectories: list[np.ndarray], fps: float, names: list[str] | None = 
     lengths = np.array([len(t) for t in trajectories], dtype=int)
     coords = np.stack([np.concatenate([t, np.repeat(t[-1:], lengths.max() - len(t), axis=0)]) for t in trajectories])
     names = names or [f"trajectory_{i}" for i in range(len(trajectories))]
-    return Reference(coords.astype(float), lengths, float(fps), tuple(names))
+    return Reference(coords.astype(float), lengths, float(fps), tuple(names), heights)
 
 
 def _match_columns(body: Body, names: tuple[str, ...], values: np.ndarray, source: str) -> np.ndarray:
@@ -77,8 +87,9 @@ def _resample(times: np.ndarray, values: np.ndarray, fps: float) -> np.ndarray:
     return np.stack([np.interp(grid, times, values[:, j]) for j in range(values.shape[1])], axis=1)
 
 
-def from_mot(paths, body: Body, fps: float) -> Reference:
-    """One trajectory per .mot/.sto file, resampled to ``fps`` (linear interpolation)."""
+def from_mot(paths, body: Body, fps: float, height: float | None = None) -> Reference:
+    """One trajectory per .mot/.sto file, resampled to ``fps`` (linear interpolation); the person's
+    standing ``height`` (m) defaults to the body's."""
     from converters import mot
 
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
@@ -88,16 +99,23 @@ def from_mot(paths, body: Body, fps: float) -> Reference:
         table = mot.read_mot(path)
         table = table.to_internal([n for n in table.names if n in rotational])
         trajectories.append(_resample(table.times, _match_columns(body, table.names, table.values, str(path)), fps))
-    return stack(trajectories, fps, [p.name for p in paths])
+    return stack(trajectories, fps, body.height if height is None else height, [p.name for p in paths])
 
 
 def from_fit_folder(folder, body: Body, fps: float) -> Reference:
-    """Every .mot file in a fit result folder (``mjx-biomech fit`` writes ``<trial>.mot``)."""
+    """Every .mot file in a fit result folder (``mjx-biomech fit`` writes ``<trial>.mot``), with
+    the standing height of the scaled model there (``model_scaled.xml``), if any."""
     folder = Path(folder)
     files = sorted(folder.glob("*.mot"))
     if not files:
         raise InputError(f"{folder}: no .mot file in this fit result folder")
-    return from_mot(files, body, fps)
+    scaled = folder / "model_scaled.xml"
+    height = None
+    if scaled.exists():
+        import mjx_biomech
+
+        height = mjx_biomech.load_model(scaled).standing_height()
+    return from_mot(files, body, fps, height)
 
 
 def synthetic(body: Body, fps: float, num: int = 4, first_seed: int = 0, duration: float = 4.0, speed: float = 1.3) -> Reference:
@@ -107,7 +125,7 @@ def synthetic(body: Body, fps: float, num: int = 4, first_seed: int = 0, duratio
 
     seeds = range(first_seed, first_seed + num)
     trajectories = [synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=s)[1] for s in seeds]
-    return stack(trajectories, fps, [f"synthetic:seed{s}" for s in seeds])
+    return stack(trajectories, fps, body.height, [f"synthetic:seed{s}" for s in seeds])
 
 
 def load_reference(source, body: Body, fps: float) -> Reference:
@@ -143,7 +161,7 @@ class Targets:
         keypoints (N, T, K, 3) m and keypoint_velocity (N, T, K, 3) m/s (backward differences).
         angles (N, T, J_a): sagittal joint angles, rad.
         pelvis_height (N, T): height of the pelvis body origin, m.
-        lengths (N,): valid frames per trajectory.
+        lengths (N,): valid frames per trajectory; heights (N,): standing height of each person, m.
         keypoint_names (K,), keypoint_sites (K,) site ids, pelvis_keypoint: index of the pelvis in K.
         angle_qpos (J_a,): qpos addresses of the sagittal joints.
     """
@@ -155,6 +173,7 @@ class Targets:
     angles: np.ndarray
     pelvis_height: np.ndarray
     lengths: np.ndarray
+    heights: np.ndarray
     keypoint_names: tuple[str, ...]
     keypoint_sites: np.ndarray
     pelvis_keypoint: int
@@ -162,12 +181,13 @@ class Targets:
 
 
 def keypoint_table(body: Body) -> tuple[tuple[str, ...], np.ndarray, int]:
-    """(names, site ids, pelvis index) of the 23 tracked keypoints (HALPE-26 without nose and eyes)."""
+    """(names, site ids, pelvis index) of the paper's 23 tracked keypoints (``tracking.KEYPOINTS``)."""
     model = body.model
-    if KEYPOINT_SET not in model.marker_sets:
-        raise InputError(f"model: {body.name} has no {KEYPOINT_SET} marker set; its sets are {sorted(model.marker_sets)}")
-    names = tuple(n for n in model.marker_names(KEYPOINT_SET) if n not in HALPE_EXCLUDED)
-    table = model.marker_sets[KEYPOINT_SET]
+    table = model.marker_sets.get(KEYPOINT_SET, {})
+    missing = [n for n in KEYPOINTS if n not in table]
+    if missing:
+        raise InputError(f"model: {body.name}: its {KEYPOINT_SET} marker set lacks the tracked keypoints {missing}")
+    names = KEYPOINTS
     sites = np.array([model.site_names.index(table[n]) for n in names], dtype=int)
     return names, sites, names.index(PELVIS_KEYPOINT)
 
@@ -226,6 +246,7 @@ def targets(reference: Reference, body: Body, future_frames: int) -> Targets:
         angles=qpos[..., angle_qpos],
         pelvis_height=pelvis_height.reshape(n, t),
         lengths=reference.lengths.copy(),
+        heights=reference.heights.copy(),
         keypoint_names=names,
         keypoint_sites=sites,
         pelvis_keypoint=pelvis,

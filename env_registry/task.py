@@ -56,6 +56,17 @@ class GaitTask:
     def dt(self) -> float:
         return 1.0 / self.config.fps
 
+    @property
+    def body_weight(self) -> float:
+        """Weight of the simulated body, N."""
+        m = self.body.mj_model
+        return float(m.body_mass.sum() * np.linalg.norm(m.opt.gravity))
+
+    def residual_force_fraction(self, ctrl):
+        """Magnitude of the pelvis residual force from the motor controls ``ctrl`` (nu,), as a
+        fraction of body weight."""
+        return tracking.residual_force_fraction(ctrl[self.body.pelvis_actuators[:3]], self.config.residual_force, self.body_weight)
+
     def last_start(self, length):
         """The last frame an episode may start at, or step from, on a trajectory of ``length`` frames."""
         return length - frames_needed(self.config.future_frames)
@@ -73,7 +84,7 @@ class GaitTask:
             (keypoints - keypoints0) / self.dt,
             targets.keypoint_velocity[n, frame],
             t.pelvis_keypoint,
-            self.body.height,
+            targets.heights[n],
         )
 
     def step_end(self, targets: Targets, n, frame, qpos, qvel, pelvis_z, reward):
@@ -87,7 +98,7 @@ class GaitTask:
     def reward(self, errors: tracking.Errors, action):
         c = self.config
         if c.reward == "exp":
-            return tracking.exp_reward(errors, c.exp_alpha_angle, c.exp_alpha_position, c.exp_alpha_velocity)
+            return tracking.exp_reward(errors, c.exp_alpha0, c.exp_alpha_angle, c.exp_alpha_position, c.exp_alpha_velocity)
         return tracking.mse_reward(
             errors,
             action,

@@ -4,11 +4,12 @@ Every function takes NumPy or JAX arrays and computes with the matching module (
 as one argument is a JAX array or tracer), so the brax environment and the gymnasium environment
 run the same arithmetic.
 
-Notation (one control step, frame t of the reference, h the standing height in m):
+Notation (one control step, frame t of the reference, h the standing height in m of the person
+the reference trajectory comes from):
 
 - sagittal joint angles ``a`` (hip flexion, knee angle, ankle angle, both sides; rad) and their
   reference ``â``;
-- keypoints ``x_k`` (K = 23 by default, world frame, m), the pelvis keypoint ``x_p``, their
+- keypoints ``x_k`` (the paper's K = 23 MOVI keypoints, world frame, m), the pelvis keypoint ``x_p``, their
   world velocities ``ẋ_k`` (m/s, change over the control step), and the reference ``x̂, x̂_p, ẋ̂``.
 
 Tracking errors (sums of squares; positions and velocities divided by h):
@@ -17,9 +18,9 @@ Tracking errors (sums of squares; positions and velocities divided by h):
     e_x = Σ_k ‖(x_k − x_p) − (x̂_k − x̂_p)‖² / h²
     e_ẋ = Σ_k ‖ẋ_k − ẋ̂_k‖² / h²
 
-Exp form (default α_a = 5, α_x = 2.5, α_ẋ = 0.17; between 0 and 3):
+Exp form (the paper's product; default α0 = 1, α_a = 5, α_x = 2.5, α_ẋ = 0.17; between 0 and α0):
 
-    r = exp(−α_a e_a) + exp(−α_x e_x) + exp(−α_ẋ e_ẋ)
+    r = α0 · exp(−α_a e_a) · exp(−α_x e_x) · exp(−α_ẋ e_ẋ)
 
 MSE form (default α0 = 8, α_a = 2.5, α_x = 3.9, α_ẋ = 20, β = 0.005), on mean squared errors
 (the sums above divided by their number of components: J_a angles, 3K position and 3K velocity
@@ -36,11 +37,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The paper's 23 keypoints: HALPE-26 without the nose and eyes (the three points a lower-body
-# model tracks worst and a side camera sees least), in HALPE order.
-HALPE_EXCLUDED = ("Nose", "LEye", "REye")
-KEYPOINT_SET = "halpe26"
-PELVIS_KEYPOINT = "Hip"
+# The paper's 23 keypoints, from the BML-MoVi marker set: heels, big toes, feet, ankles, knees,
+# hips, elbows, shoulders, wrists, hands (right, left), head, pelvis and sternum.
+KEYPOINT_SET = "bml_movi_87"
+KEYPOINTS = (
+    "rhee", "lhee", "rtoe", "ltoe", "rfoo", "lfoo", "rank", "lank", "rkne", "lkne", "rhip", "lhip",
+    "relb", "lelb", "rsho", "lsho", "rwri", "lwri", "rhan", "lhan", "head", "pelv", "sternum",
+)  # fmt: skip
+PELVIS_KEYPOINT = "pelv"
 SAGITTAL_COORDINATES = ("hip_flexion_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "knee_angle_l", "ankle_angle_l")
 
 
@@ -57,14 +61,14 @@ class Errors(NamedTuple):
     velocity: object
 
 
-def tracking_errors(angles, ref_angles, keypoints, ref_keypoints, velocity, ref_velocity, pelvis: int, height: float) -> Errors:
+def tracking_errors(angles, ref_angles, keypoints, ref_keypoints, velocity, ref_velocity, pelvis: int, height) -> Errors:
     """Errors of a pose against its reference.
 
     Args:
         angles, ref_angles: (J_a,) sagittal joint angles, rad.
         keypoints, ref_keypoints: (K, 3) world positions, m; ``pelvis`` indexes the pelvis keypoint.
         velocity, ref_velocity: (K, 3) world velocities, m/s.
-        height: standing height, m.
+        height: the reference person's standing height, m.
     """
     xp = _xp(angles, keypoints, velocity)
     rel = keypoints - keypoints[pelvis]
@@ -85,13 +89,16 @@ def step_end(qpos, qvel, reward, pelvis_z, ref_pelvis_z, max_speed: float, fall_
     return stable, pelvis_z < fall_fraction * ref_pelvis_z
 
 
-def exp_reward(errors: Errors, alpha_angle: float = 5.0, alpha_position: float = 2.5, alpha_velocity: float = 0.17):
-    """The exp-form reward (module docstring)."""
+def exp_reward(
+    errors: Errors, alpha0: float = 1.0, alpha_angle: float = 5.0, alpha_position: float = 2.5, alpha_velocity: float = 0.17
+):
+    """The exp-form reward (module docstring): a product of the three exponentials."""
     xp = _xp(*errors)
     return (
-        xp.exp(-alpha_angle * errors.angle)
-        + xp.exp(-alpha_position * errors.position)
-        + xp.exp(-alpha_velocity * errors.velocity)
+        alpha0
+        * xp.exp(-alpha_angle * errors.angle)
+        * xp.exp(-alpha_position * errors.position)
+        * xp.exp(-alpha_velocity * errors.velocity)
     )
 
 
@@ -127,7 +134,7 @@ def observation(
     future_keypoints,
     ref_pelvis,
     pelvis: int,
-    height: float,
+    height,
 ):
     """The observation vector.
 
@@ -140,7 +147,7 @@ def observation(
         keypoints: (K, 3) current keypoints, m; ``pelvis`` indexes the pelvis keypoint.
         future_keypoints: (F, K, 3) the next F reference frames' keypoints, m.
         ref_pelvis: (3,) the reference pelvis keypoint at the current frame, m.
-        height: standing height, m.
+        height: the reference person's standing height, m.
 
     Returns:
         (1 + 9S + Q + V + 3K + 3FK,): pelvis height / h; the first two columns of every segment's
@@ -188,6 +195,13 @@ def pd_control(action, q, qdot, joint_range, gear, kp_max: float, damping_ratio_
     kp = kp_max * (action[n : 2 * n] + 1.0) / 2
     torque = kp * (target - q) - kp * damping_ratio_time * qdot
     return xp.concatenate([xp.clip(torque / gear, -1.0, 1.0), action[2 * n :]])
+
+
+def residual_force_fraction(translation_controls, residual_force: float, body_weight: float):
+    """Magnitude of the pelvis residual force, as a fraction of body weight, from the (3,)
+    controls of the three pelvis translation motors (``residual_force`` N per unit control)."""
+    xp = _xp(translation_controls)
+    return xp.sqrt(xp.sum((translation_controls * residual_force) ** 2)) / body_weight
 
 
 # Observations are clipped so that the state just before an unstable episode ends cannot

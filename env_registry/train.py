@@ -2,10 +2,14 @@
 
 ``--config paper`` uses the paper's hyper-parameters (policy 8×256, value 8×1024, entropy cost
 0.003, clipping 0.2, γ = 0.99, 4096 environments: a GPU job); ``--config small`` is sized for a
-CPU (32 environments, small networks, short episodes). The output folder receives
-``policy.pkl`` (normaliser, policy and value parameters, brax's pickle format), ``config.json``
-(environment, training and network settings, all that :mod:`.evaluate` needs) and
-``checkpoints/step_<n>.pkl`` during training; an existing ``policy.pkl`` is never overwritten.
+CPU (128 environments, 100-step episodes, 2 M steps, PD control and a 1000 N / 300 N·m pelvis
+residual, see :data:`ENVIRONMENTS`). The output folder receives ``policy.pkl`` (normaliser, policy and value parameters, brax's
+pickle format), ``config.json`` (environment, training and network settings, all that
+:mod:`.evaluate` needs), ``checkpoints/step_<n>.pkl`` during training, and the return curve:
+``training.json`` (mean return, episode length, falls, unstable episodes and residual force of
+the last 100 training episodes, about 40 times over the run; brax's deterministic evaluation
+returns with ``--eval-episodes``) and ``return_curve.png``. An existing ``policy.pkl`` is never
+overwritten.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from mjx_biomech.errors import InputError
 from mjx_biomech.io import atomic_write, write_text_atomic
 
 from .config import CONTROLS, REWARDS, GaitImitationConfig
+
+# Points of the return curve over a run.
+CURVE_POINTS = 40
 
 # PPO settings per named configuration: brax ppo.train keyword arguments plus network sizes.
 CONFIGS: dict[str, dict] = {
@@ -39,11 +46,12 @@ CONFIGS: dict[str, dict] = {
         num_updates_per_batch=4,
         normalize_observations=True,
         num_evals=20,
+        eval_episodes=128,
     ),
     "small": dict(
-        num_timesteps=60_000,
-        num_envs=32,
-        episode_length=30,
+        num_timesteps=2_000_000,
+        num_envs=128,
+        episode_length=100,
         policy_hidden=(64, 64),
         value_hidden=(128, 128),
         entropy_cost=0.003,
@@ -54,13 +62,23 @@ CONFIGS: dict[str, dict] = {
         batch_size=32,
         num_minibatches=4,
         num_updates_per_batch=8,
-        # Full-scale random torques topple the body at once; start exploring gently.
+        # Full-scale random actions topple the body at once; start exploring gently.
         init_noise_std=0.3,
         normalize_observations=True,
-        # One training epoch: brax compiles its epoch function again on the second call, which
-        # on a CPU costs more than this whole run's training.
+        # One training epoch: the return curve comes from the training episodes, and brax's
+        # evaluator, which compiles an episode rollout of its own, is off.
         num_evals=2,
+        eval_episodes=0,
     ),
+}
+
+
+# Environment settings per named configuration, over GaitImitationConfig's (the paper's) defaults;
+# the command line's flags override both. On a CPU budget the body learns to follow the reference
+# with PD control and a pelvis residual strong enough to carry it while it learns to walk.
+ENVIRONMENTS: dict[str, dict] = {
+    "paper": {},
+    "small": dict(control="pd", residual_force=1000.0, residual_torque=300.0),
 }
 
 
@@ -79,13 +97,18 @@ def train_policy(env, settings: dict, seed: int = 0, progress_fn=None, checkpoin
     """Run brax PPO on ``env`` with ``settings`` (a :data:`CONFIGS` entry, possibly edited).
 
     Returns ``(make_policy, params)``; ``make_policy(params, deterministic=True)`` is the policy.
-    ``progress_fn(step, metrics)`` is called after each of ``num_evals − 1`` training epochs;
-    with ``checkpoint_dir`` the parameters are pickled there after each epoch.
+    ``progress_fn(step, metrics)`` receives the training episodes' metrics (``episode/…``, means
+    over the last 100 episodes) every ``num_timesteps / CURVE_POINTS`` steps, and, when
+    ``eval_episodes`` > 0, brax's deterministic evaluation (``eval/…``) after each of
+    ``num_evals − 1`` training epochs; with ``checkpoint_dir`` the parameters are pickled there
+    after each epoch.
     """
     from brax.training.agents.ppo import train as ppo
 
     s = dict(settings)
     factory = network_factory(s.pop("policy_hidden"), s.pop("value_hidden"), s.pop("init_noise_std", 1.0))
+    eval_episodes = s.pop("eval_episodes", 0)
+    s.setdefault("training_metrics_steps", max(s["num_timesteps"] // CURVE_POINTS, 1))
 
     def save_checkpoint(step, _make_policy, params):
         if checkpoint_dir is not None:
@@ -95,7 +118,9 @@ def train_policy(env, settings: dict, seed: int = 0, progress_fn=None, checkpoin
         environment=env,
         network_factory=factory,
         seed=seed,
-        run_evals=False,
+        run_evals=eval_episodes > 0,
+        num_eval_envs=max(eval_episodes, 1),
+        deterministic_eval=True,
         log_training_metrics=True,
         progress_fn=progress_fn or (lambda *a: None),
         policy_params_fn=save_checkpoint,
@@ -120,12 +145,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (policy.pkl, config.json, checkpoints/)")
     parser.add_argument("--reference", default="synthetic", help="'synthetic[:N[:FIRST_SEED]]', a .mot file or a fit result folder")
     parser.add_argument("--model", default="lower_body", help="'lower_body', 'fullbody' or an MJCF/.osim path")
-    parser.add_argument("--reward", choices=REWARDS, default="exp")
-    parser.add_argument("--control", choices=CONTROLS, default="torque")
-    parser.add_argument("--future-frames", type=int, default=4)
-    parser.add_argument("--residual-force", type=float, default=GaitImitationConfig.residual_force,
-                        help="N per unit control of the pelvis translation motors (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--reward", choices=REWARDS, help="reward form (default: the config's)")
+    parser.add_argument("--control", choices=CONTROLS, help="'torque' or 'pd' (default: the config's)")
+    parser.add_argument("--future-frames", type=int, help="future reference frames observed (default: the config's)")
+    parser.add_argument("--residual-force", type=float, help="N per unit control of the pelvis translation motors (default: the config's)")
+    parser.add_argument("--residual-torque", type=float, help="N·m per unit control of the pelvis rotation motors (default: the config's)")
     parser.add_argument("--num-envs", type=int, help="parallel environments (default: the config's)")
+    parser.add_argument("--episode-length", type=int, help="control steps before a training episode is cut (default: the config's)")
+    parser.add_argument("--eval-episodes", type=int,
+                        help="deterministic evaluation episodes after each training epoch, 0 for none (default: the config's)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -142,17 +170,17 @@ def run(args: argparse.Namespace) -> int:
         if args.steps <= 0:
             raise InputError(f"--steps: expected a positive number of environment steps, got {args.steps}")
         settings["num_timesteps"] = args.steps
-    if args.num_envs is not None:
-        if args.num_envs <= 0:
-            raise InputError(f"--num-envs: expected a positive number of parallel environments, got {args.num_envs}")
-        settings["num_envs"] = args.num_envs
-    env_config = GaitImitationConfig(
-        model=args.model,
-        reward=args.reward,
-        control=args.control,
-        future_frames=args.future_frames,
-        residual_force=args.residual_force,
-    )
+    for name, least in (("num_envs", 1), ("episode_length", 1), ("eval_episodes", 0)):
+        value = getattr(args, name)
+        if value is not None:
+            if value < least:
+                raise InputError(f"--{name.replace('_', '-')}: expected an integer ≥ {least}, got {value}")
+            settings[name] = value
+    env_fields = dict(ENVIRONMENTS[args.config], model=args.model)
+    for name in ("reward", "control", "future_frames", "residual_force", "residual_torque"):
+        if getattr(args, name) is not None:
+            env_fields[name] = getattr(args, name)
+    env_config = GaitImitationConfig(**env_fields)
     from .mjx_env import GaitImitationEnv
 
     env = GaitImitationEnv(env_config, reference=args.reference)
@@ -168,16 +196,78 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.json", json.dumps(record, indent=2))
 
+    curve: list[dict] = []
     with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn()) as progress:  # fmt: skip
         task = progress.add_task("train", total=settings["num_timesteps"], info="compiling, then training…")
 
         def progress_fn(step, metrics):
-            reward = metrics.get("episode/sum_reward")
-            info = f"episode return {float(reward):.2f}" if reward is not None else ""
+            point = curve_point(step, metrics)
+            if point is None:
+                return
+            curve.append(point)
+            info = f"return {point['return']:.2f}" if "return" in point else f"eval return {point['eval_return']:.2f}"
             progress.update(task, completed=step, info=info)
 
         _, params = train_policy(env, settings, seed=args.seed, progress_fn=progress_fn, checkpoint_dir=out / "checkpoints")
     save_params(out / "policy.pkl", params)
-    print(f"policy: {out / 'policy.pkl'}\nconfig: {out / 'config.json'}")
+    write_text_atomic(out / "training.json", json.dumps({"curve": curve}, indent=2))
+    plot_return_curve(curve, out / "return_curve.png")
+    print_curve(curve)
+    print(f"policy: {out / 'policy.pkl'}\nconfig: {out / 'config.json'}\nreturn curve: {out / 'return_curve.png'}")
     return 0
+
+
+def curve_point(step: int, metrics: dict) -> dict | None:
+    """One point of the return curve from brax's progress metrics (None if they hold no episode):
+    mean return, episode length, fraction of episodes ended by a fall or an unstable state (NaN or
+    a velocity above ``max_speed``) and mean residual force (fraction of body weight) of the
+    training episodes; or the deterministic evaluation's mean return."""
+    if "episode/sum_reward" in metrics:
+        return {
+            "step": int(step),
+            "return": float(metrics["episode/sum_reward"]),
+            "length": float(metrics["episode/length"]),
+            "fallen": float(metrics["episode/fallen"]),
+            "unstable": float(metrics["episode/unstable"]),
+            "residual_force": float(metrics["episode/residual_force_per_step"]),
+        }
+    if "eval/episode_reward" in metrics:
+        return {"step": int(step), "eval_return": float(metrics["eval/episode_reward"]),
+                "eval_unstable": float(metrics["eval/episode_unstable"])}  # fmt: skip
+    return None
+
+
+def print_curve(curve: list[dict]) -> None:
+    """The return curve as a table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="return curve (training episodes: means over the last 100)")
+    for column in ("steps", "return", "episode length", "falls", "unstable", "residual force (× body weight)", "eval return"):
+        table.add_column(column, justify="right")
+    for p in curve:
+        cells = [f"{p[k]:.2f}" if k in p else "" for k in ("return", "length", "fallen", "unstable", "residual_force", "eval_return")]
+        table.add_row(f"{p['step']:,}", *cells)
+    Console().print(table)
+
+
+def plot_return_curve(curve: list[dict], path: Path) -> Path:
+    """PNG of the mean training-episode return (and evaluation return, if any) over steps."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, label in (("return", "training episodes (last 100)"), ("eval_return", "deterministic evaluation")):
+        points = [(p["step"], p[key]) for p in curve if key in p]
+        if points:
+            ax.plot(*zip(*points), "o-", label=label)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return path

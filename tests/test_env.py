@@ -1,5 +1,6 @@
 """Gait-imitation environments: gymnasium's checker, brax jit/vmap, rewards against a hand
-computation from the formulas, and clear errors for bad configurations."""
+computation from the formulas (the paper's 23 MoVi keypoints, scaled by each reference person's
+own height), fresh starts under brax's auto-reset, and clear errors for bad configurations."""
 
 import dataclasses
 
@@ -19,63 +20,72 @@ from env_registry.mjx_env import GaitImitationEnv  # noqa: E402
 from env_registry.task import make_task  # noqa: E402
 from mjx_biomech.io import InputError  # noqa: E402
 
-NUM_ENVS = 64
-HALPE_23 = ("LEar", "REar", "LShoulder", "RShoulder", "LElbow", "RElbow", "LWrist", "RWrist", "LHip", "RHip",
-            "LKnee", "RKnee", "LAnkle", "RAnkle", "Head", "Neck", "Hip", "LBigToe", "RBigToe", "LSmallToe",
-            "RSmallToe", "LHeel", "RHeel")  # fmt: skip
+NUM_ENVS = 16
+EPISODE_LENGTH = 1000
+# The paper's keypoints: heels, big toes, feet, ankles, knees, hips, elbows, shoulders, wrists,
+# hands, head, pelvis and sternum, as BML-MoVi markers.
+MOVI_23 = ("rhee", "lhee", "rtoe", "ltoe", "rfoo", "lfoo", "rank", "lank", "rkne", "lkne", "rhip", "lhip",
+           "relb", "lelb", "rsho", "lsho", "rwri", "lwri", "rhan", "lhan", "head", "pelv", "sternum")  # fmt: skip
+# Standing heights of the two reference people, m (the simulated body is 1.75 m tall).
+HEIGHTS = (1.6, 1.9)
 SAGITTAL = ("hip_flexion_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "knee_angle_l", "ankle_angle_l")
 
 
 @pytest.fixture(scope="module")
 def task():
-    return make_task(GaitImitationConfig(future_frames=2), reference="synthetic:2")
+    body_task = make_task(GaitImitationConfig(future_frames=2), reference="synthetic:2")
+    people = dataclasses.replace(body_task.reference, heights=np.array(HEIGHTS))
+    return make_task(GaitImitationConfig(future_frames=2), reference=people)
 
 
 @pytest.fixture(scope="module")
 def brax_env(task):
-    """The environment, and one batch of NUM_ENVS reset states and their next states, from the
-    only two functions this module compiles (jit of vmapped reset and step)."""
-    env = GaitImitationEnv(task=task)
-    reset = jax.jit(jax.vmap(env.reset))
-    step = jax.jit(jax.vmap(env.step))
+    """The environment in brax's training wrappers (time limit, vmap, auto-reset), and one batch
+    of NUM_ENVS reset states and their next states, from the only two functions this module
+    compiles: the jitted wrapped reset and step."""
+    from brax.envs.wrappers import training
+
+    env = training.wrap(GaitImitationEnv(task=task), episode_length=EPISODE_LENGTH)
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
     state = reset(jax.random.split(jax.random.PRNGKey(0), NUM_ENVS))
     actions = jnp.asarray(np.random.default_rng(0).uniform(-0.3, 0.3, (NUM_ENVS, env.action_size)))
-    return env, state, actions, step(state, actions)
+    return env, step, state, actions, step(state, actions)
 
 
 def _reference_keypoints(task, n, frame):
-    """The 23 HALPE keypoints (m) of reference frame ``frame`` of trajectory ``n``, computed from
+    """The 23 MoVi keypoints (m) of reference frame ``frame`` of trajectory ``n``, computed from
     the reference coordinates by name with MuJoCo's C kinematics."""
     m = task.body.mj_model
     d = mujoco.MjData(m)
     for name, value in zip(task.body.model.coordinate_names, task.reference.coords[n, frame]):
         d.qpos[m.jnt_qposadr[m.joint(name).id]] = value
     mujoco.mj_kinematics(m, d)
-    return np.array([d.site_xpos[m.site(f"halpe26/{k}").id] for k in HALPE_23])
+    return np.array([d.site_xpos[m.site(f"bml_movi_87/{k}").id] for k in MOVI_23])
 
 
 def _hand_reward(task, form, qpos, keypoints, keypoints_before, n, frame, action):
-    """The reward from the formulas in env_registry.tracking, written out element by element."""
-    m, c, h = task.body.mj_model, task.config, task.body.height
+    """The reward from the formulas in env_registry.tracking, written out element by element, with
+    the reference person's height."""
+    m, h = task.body.mj_model, HEIGHTS[n]
     fps = task.config.fps
     ref_kp = _reference_keypoints(task, n, frame)
     ref_kp_prev = _reference_keypoints(task, n, frame - 1)
     e_a = sum((qpos[m.jnt_qposadr[m.joint(j).id]] - task.reference.coords[n, frame, task.body.model.coordinate_names.index(j)]) ** 2 for j in SAGITTAL)
-    pelvis = HALPE_23.index("Hip")
+    pelvis = MOVI_23.index("pelv")
     e_x = e_v = 0.0
-    for k in range(len(HALPE_23)):
+    for k in range(len(MOVI_23)):
         for ax in range(3):
             e_x += ((keypoints[k, ax] - keypoints[pelvis, ax]) - (ref_kp[k, ax] - ref_kp[pelvis, ax])) ** 2 / h**2
             v = (keypoints[k, ax] - keypoints_before[k, ax]) * fps
             v_ref = (ref_kp[k, ax] - ref_kp_prev[k, ax]) * fps
             e_v += (v - v_ref) ** 2 / h**2
     if form == "exp":
-        return np.exp(-5.0 * e_a) + np.exp(-2.5 * e_x) + np.exp(-0.17 * e_v)
+        return 1.0 * np.exp(-5.0 * e_a) * np.exp(-2.5 * e_x) * np.exp(-0.17 * e_v)
     return 8.0 - 2.5 * e_a / 6 - 3.9 * e_x / 69 - 20.0 * e_v / 69 - 0.005 * np.sum(np.asarray(action) ** 2)
 
 
 def _site_positions(m, site_xpos):
-    return np.array([site_xpos[m.site(f"halpe26/{k}").id] for k in HALPE_23])
+    return np.array([site_xpos[m.site(f"bml_movi_87/{k}").id] for k in MOVI_23])
 
 
 def test_gymnasium_checker_passes(task):
@@ -100,8 +110,8 @@ def test_gym_reward_matches_hand_computation(task, form):
     assert terminated == (expected < 0 or env.data.xpos[m.body("pelvis").id, 2] < 0.6 * task.targets.pelvis_height[n, frame + 1])
 
 
-def test_brax_reset_and_step_jit_and_vmap_over_64_envs(task, brax_env):
-    env, state, _, nxt = brax_env
+def test_brax_reset_and_step_jit_and_vmap_over_16_envs(task, brax_env):
+    env, _, state, _, nxt = brax_env
     assert env.backend == "mjx"
     assert state.obs.shape == nxt.obs.shape == (NUM_ENVS, env.observation_size)
     assert nxt.reward.shape == nxt.done.shape == (NUM_ENVS,)
@@ -110,18 +120,21 @@ def test_brax_reset_and_step_jit_and_vmap_over_64_envs(task, brax_env):
     assert np.all(frames <= lengths - task.config.future_frames - 2)
     assert len(np.unique(frames)) > 10  # random start frames
     assert np.all(np.isfinite(np.asarray(nxt.obs))) and np.all(np.isfinite(np.asarray(nxt.reward)))
-    np.testing.assert_array_equal(np.asarray(nxt.pipeline_state.userdata[:, 1]), frames + 1)
+    going = np.asarray(nxt.done) == 0
+    assert going.sum() > NUM_ENVS // 2
+    np.testing.assert_array_equal(np.asarray(nxt.pipeline_state.userdata[going, 1]), frames[going] + 1)
 
 
 def _env_slice(tree, i):
     return jax.tree.map(lambda x: np.asarray(x[i]), tree)
 
 
-@pytest.mark.parametrize("i", [0, 1, 2])
-def test_brax_rewards_match_hand_computation(task, brax_env, i):
+@pytest.mark.parametrize("j", [0, 1, 2])
+def test_brax_rewards_match_hand_computation(task, brax_env, j):
     from env_registry import tracking
 
-    _, state, actions, nxt = brax_env
+    _, _, state, actions, nxt = brax_env
+    i = int(np.flatnonzero(np.asarray(nxt.done) == 0)[j])  # an episode that goes on (not auto-reset)
     before, after = _env_slice(state.pipeline_state, i), _env_slice(nxt.pipeline_state, i)
     n, frame = int(before.userdata[0]), int(before.userdata[1])
     m = task.body.mj_model
@@ -138,11 +151,11 @@ def test_brax_rewards_match_hand_computation(task, brax_env, i):
 
 
 def test_observation_holds_future_reference_keypoints(task, brax_env):
-    _, state, _, _ = brax_env
+    _, _, state, _, _ = brax_env
     obs = np.asarray(state.obs[0])
     n, frame = (int(v) for v in np.asarray(state.pipeline_state.userdata[0]))
-    f, h = task.config.future_frames, task.body.height
-    pelvis_now = _reference_keypoints(task, n, frame)[HALPE_23.index("Hip")]
+    f, h = task.config.future_frames, HEIGHTS[n]
+    pelvis_now = _reference_keypoints(task, n, frame)[MOVI_23.index("pelv")]
     future = np.stack([(_reference_keypoints(task, n, frame + 1 + k) - pelvis_now) / h for k in range(f)]).ravel()
     np.testing.assert_allclose(obs[-future.size :], future, atol=1e-3)  # observation noise σ = 1e-4
 
@@ -158,7 +171,7 @@ def test_unknown_model_is_a_clear_error():
 
 
 def test_reference_shorter_than_future_frames_is_a_clear_error(task):
-    short = reference_lib.stack([task.reference.coords[0, :3]], task.config.fps, ["three_frames"])
+    short = reference_lib.stack([task.reference.coords[0, :3]], task.config.fps, 1.75, ["three_frames"])
     with pytest.raises(InputError, match="three_frames.*too short"):
         make_task(GaitImitationConfig(future_frames=4), reference=short)
 
@@ -201,3 +214,23 @@ def test_pd_control_follows_its_formula(task):
         torque = kp * (setpoint - q[i]) - kp * 0.05 * qdot[i]  # damping time 0.05 s
         assert ctrl[i] == pytest.approx(np.clip(torque / body.gear[i], -1, 1), rel=1e-12)
     np.testing.assert_array_equal(ctrl[j:], action[2 * j :])  # the pelvis wrench passes through
+
+
+def test_brax_auto_reset_draws_fresh_starts(task, brax_env):
+    """brax's auto-reset restores an ended episode's kept first state; the environment replaces it
+    by a fresh (trajectory, frame) each time. Every step here ends its episodes by the time limit
+    (the step counter is set to its last value), so 63 steps of the 16 environments auto-reset
+    1,008 times: at least 200 distinct starts."""
+    _, step, state, actions, _ = brax_env
+    steps = 63
+    starts = set()
+    for _ in range(steps):
+        # Each episode has gone on for all but its last step.
+        last = jnp.full_like(state.info["steps"], EPISODE_LENGTH - 1)
+        state = state.replace(done=jnp.zeros_like(state.done), info={**state.info, "steps": last})
+        state = step(state, actions)
+        assert np.all(np.asarray(state.done) == 1)
+        starts |= {(int(n), int(frame)) for n, frame in np.asarray(state.pipeline_state.userdata)}
+    assert len(starts) >= 200
+    lengths = task.targets.lengths
+    assert all(0 <= frame <= lengths[n] - task.config.future_frames - 2 for n, frame in starts)

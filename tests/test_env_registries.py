@@ -1,5 +1,5 @@
-"""Registration of the gait-imitation environments in brax, gymnasium, MyoSuite (CPU and MJX)
-and LocoMujoco: each framework's own make/get function builds our environment."""
+"""Registration of the gait-imitation environments in brax, gymnasium and MyoSuite (CPU and MJX):
+each framework's own make/get function builds our environment."""
 
 import jax
 import numpy as np
@@ -84,15 +84,3 @@ def test_myosuite_make_env_mjx_builds_the_playground_environment():
     nxt = jax.eval_shape(env.step, state, jax.ShapeDtypeStruct((env.action_size,), state.obs.dtype))
     assert nxt.reward.shape == ()
     assert env.dt == pytest.approx(1 / 30) and env.n_substeps == 16
-
-
-def test_loco_mujoco_registers_the_environment():
-    loco_mujoco = pytest.importorskip(
-        "loco_mujoco", reason="LocoMujoco is not installable with the pinned numpy/mujoco; see env_registry/README.md"
-    )
-    from loco_mujoco.core import Mujoco
-
-    assert "MjxBiomechGaitImitation" in Mujoco.list_registered()
-    env = Mujoco.make("MjxBiomechGaitImitation", reference=REFERENCE)
-    obs = env.reset(jax.random.PRNGKey(0))
-    assert np.all(np.isfinite(obs)) and loco_mujoco is not None

@@ -1,6 +1,7 @@
 """A short PPO run (brax, MJX on CPU) through ``mjx-biomech train`` learns: its deterministic
 policy earns a clearly higher return than the zero action from the same start states on MuJoCo's
-C engine; ``mjx-biomech evaluate`` then reports gait metrics and plots on a held-out walker."""
+C engine; training writes its return curve; ``mjx-biomech evaluate`` then reports gait metrics
+and plots on a held-out walker. Bad training flags are refused before anything is built."""
 
 import argparse
 import json
@@ -14,9 +15,10 @@ pytest.importorskip("gymnasium", reason="gymnasium is not installed")
 from env_registry import evaluate, train  # noqa: E402
 from env_registry.config import GaitImitationConfig  # noqa: E402
 from env_registry.gym_env import GaitImitationGymEnv  # noqa: E402
+from mjx_biomech.errors import InputError  # noqa: E402
 
 EPISODES = 48
-HORIZON = 30  # the small config's training episode length
+HORIZON = 30  # the training episode length of the run below
 
 
 def _returns(env, policy, action_size):
@@ -40,17 +42,17 @@ def test_short_ppo_run_beats_zero_action_and_evaluates(tmp_path):
     run_dir = tmp_path / "run"
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
-    # The smallest setup that learns in two minutes of training: one future frame, and a pelvis
-    # residual strong enough to carry the body, so that holding the pelvis up is learnable first.
-    # With the packages PyPI resolves in November 2026 (brax 0.14.2, flax 0.12.6, optax 0.2.8),
-    # 60k steps no longer learned clearly (return 10.9 vs the zero action's 9.5 ± 0.6); 120k do
-    # (15.7 vs 9.5 ± 0.9).
+    # The small config's environment (PD control, 1000 N / 300 N·m pelvis residual) with one
+    # future frame, 32 environments and 30-step episodes: a run that learns in a few minutes.
     args = parser.parse_args(
         ["--config", "small", "--steps", "120000", "--out", str(run_dir), "--reference", "synthetic:2",
-         "--future-frames", "1", "--residual-force", "1000"]
+         "--future-frames", "1", "--num-envs", "32", "--episode-length", str(HORIZON)]
     )  # fmt: skip
     assert train.run(args) == 0
     assert (run_dir / "policy.pkl").exists() and list((run_dir / "checkpoints").glob("step_*.pkl"))
+    curve = json.loads((run_dir / "training.json").read_text())["curve"]
+    assert len(curve) >= 10 and all(np.isfinite(p["return"]) and 0 <= p["unstable"] <= 1 for p in curve)
+    assert (run_dir / "return_curve.png").stat().st_size > 0
 
     make_policy, params, record = evaluate.load_policy(run_dir)
     env = GaitImitationGymEnv(GaitImitationConfig.from_dict(record["env"]), reference="synthetic:2")
@@ -67,7 +69,19 @@ def test_short_ppo_run_beats_zero_action_and_evaluates(tmp_path):
     (result,) = report["trajectories"]
     assert result["trajectory"] == "synthetic:seed1000"
     assert result["frames"] >= 2 and np.isfinite(result["mean_reward"])
+    assert sum(report["summary"]["ends"].values()) == 1
     assert (run_dir / "evaluation" / "plots" / "synthetic_seed1000.png").stat().st_size > 0
     # A run never overwrites an earlier one.
     with pytest.raises(Exception, match="already holds"):
         train.run(args)
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--episode-length", "0"), ("--eval-episodes", "-1"), ("--num-envs", "0"), ("--steps", "0")]
+)
+def test_bad_training_flags_are_named(tmp_path, flag, value):
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    with pytest.raises(InputError, match=flag):
+        train.run(parser.parse_args(["--out", str(tmp_path / "run"), flag, value]))
+    assert not (tmp_path / "run").exists()

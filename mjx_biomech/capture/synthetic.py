@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 from scipy.interpolate import CubicSpline
+from scipy.optimize import least_squares
+from scipy.sparse import lil_matrix
 from scipy.spatial.transform import Rotation
 
 from mjx_biomech.body.params import BodyParams
@@ -27,7 +29,10 @@ from mjx_biomech.fitting.trajectories import markers_along
 # (percent of the cycle, degrees), after Perry & Burnfield (2010) and Winter (2009): hip
 # flexion +30 → −10 → +32, knee 5 → 20 (loading response) → 5 → 60 (swing) → 5, ankle
 # 0 → −7 (plantarflexion after strike) → +12 (late stance) → −17 (push-off) → 0. Left joints
-# take the same curve half a cycle later; arms swing against the leg on their own side.
+# take the same curve half a cycle later; arms swing against the leg on their own side. The hip
+# curves are relative to the pelvis, which walks tilted about 10° forward (anterior tilt; OpenSim's
+# pelvis_tilt is positive backwards): the thighs then reach about ±20° from vertical at heel
+# strike and toe off, and both feet can touch the floor in double support.
 _KEYS_DEG: dict[str, tuple[tuple[float, float], ...]] = {
     "hip_flexion": ((0, 30), (15, 25), (30, 10), (50, -10), (62, 0), (75, 22), (87, 32), (95, 31)),
     "hip_adduction": ((0, 0), (15, 6), (35, 3), (55, -2), (65, -6), (80, -3), (95, 0)),
@@ -38,7 +43,7 @@ _KEYS_DEG: dict[str, tuple[tuple[float, float], ...]] = {
     "mtp_angle": ((0, 0), (40, 5), (55, 25), (65, 15), (75, 0)),
     "arm_flex": ((0, -17), (50, 17)),
     "elbow_flex": ((0, 25), (50, 35)),
-    "pelvis_tilt": ((0, 0), (12, 2), (25, 0), (50, 0), (62, 2), (75, 0)),
+    "pelvis_tilt": ((0, -10), (12, -8), (25, -10), (50, -10), (62, -8), (75, -10)),
     "pelvis_list": ((0, 0), (15, -5), (40, -1), (50, 0), (65, 5), (90, 1)),
     "pelvis_rotation": ((0, 5), (50, -5)),
     "lumbar_extension": ((0, 0), (15, -2), (50, 0), (65, -2)),
@@ -50,6 +55,16 @@ _HARMONICS = 6
 _SWAY_M = 0.02
 # Step length ≈ 0.41 × standing height at a preferred walking speed (Grieve & Gear 1966).
 _STEP_PER_HEIGHT = 0.41
+# Each foot is on the ground for the first 60 % of its gait cycle (Perry & Burnfield 2010): heel
+# strike at 0 (right) and 50 % (left), double support for 10 % after each strike.
+STANCE_FRACTION = 0.6
+# Least height of a swinging foot above the floor, m: a half sine over the swing, 0 at toe off and
+# heel strike, peaking mid-swing (minimum toe clearance in walking is 1-2 cm).
+_SWING_CLEARANCE_M = 0.03
+# Joints whose curves may bend (with the pelvis height) to put the feet on the floor.
+_CONTACT_JOINTS = ("knee_angle_r", "ankle_angle_r", "knee_angle_l", "ankle_angle_l")
+# Samples of one gait cycle at which the ground contact is solved (interpolated in between).
+_CYCLE_SAMPLES = 128
 
 
 def _fourier(keys: tuple[tuple[float, float], ...], harmonics: int = _HARMONICS) -> np.ndarray:
@@ -110,9 +125,13 @@ def walking(
     points, see ``_KEYS_DEG``) for the OpenSim coordinates the model has: pelvis tilt/list/
     rotation, hips, knees, ankles, subtalar and MTP joints, lumbar, shoulders (arm swing) and
     elbows; other coordinates stay neutral. ``pelvis_tx`` advances at ``speed`` from ``x0``
-    (None centres the walk on the origin), ``pelvis_tz`` sways 2 cm toward the stance side, and
-    ``pelvis_ty`` is the neutral standing height corrected so that the lowest site of the body
-    (a foot) stays at its standing height — a vertical oscillation of a few centimetres.
+    (None centres the walk on the origin) and ``pelvis_tz`` sways 2 cm toward the stance side.
+    The pelvis height, knees and ankles then change by the least that keeps each foot's contact
+    spheres on the floor (z = 0) through its stance (the first 60 % of its cycle, right heel
+    strike at phase 0, left at 0.5; :func:`in_stance`) and above it in swing: a vertical
+    oscillation of a few centimetres, knees and ankles within a few degrees of the curves. A
+    model without foot contact spheres only moves its pelvis height, keeping its lowest site at
+    its standing height.
 
     Args:
         model: a ``BiomechModel`` with OpenSim coordinate names.
@@ -146,7 +165,10 @@ def walking(
     if "pelvis_tx" in index:
         coords[:, index["pelvis_tx"]] = start + speed * times
     if "pelvis_ty" in index:
-        coords[:, index["pelvis_ty"]] += _vertical_correction(model, phase, variation)
+        cols, corrections = _ground_contact(model, variation)
+        grid = np.arange(_CYCLE_SAMPLES) / _CYCLE_SAMPLES
+        for col, c in zip(cols, corrections.T):
+            coords[:, col] += np.interp(np.mod(phase, 1.0), grid, c, period=1.0)
     lo, hi = model.coordinate_ranges.T
     return times, np.clip(coords, lo, hi)
 
@@ -178,38 +200,91 @@ def _gait_angles(model, phase: np.ndarray, variation: dict | None) -> np.ndarray
     return out
 
 
-def _vertical_correction(model, phase: np.ndarray, variation: dict | None) -> np.ndarray:
-    """Metres to add to ``pelvis_ty`` at gait ``phase`` (T,) so the lowest site stays at its
-    standing height.
+def foot_geoms(model) -> tuple[np.ndarray, np.ndarray] | None:
+    """Geom ids (right, left) of the model's foot contact spheres (named ``foot_contact_*_r`` and
+    ``foot_contact_*_l``), or None when it has none."""
+    m = model.mj_model
+    names = [m.geom(g).name for g in range(m.ngeom)]
+    feet = tuple(np.array([g for g, n in enumerate(names) if n.startswith("foot_contact") and n.endswith(side)], int)
+                 for side in ("_r", "_l"))  # fmt: skip
+    return feet if all(f.size for f in feet) else None
 
-    The lowest site switches feet with a kink; the drop is sampled over one cycle and a
-    Fourier series fitted to it, so the pelvis path stays smooth.
+
+def in_stance(phase: np.ndarray) -> np.ndarray:
+    """(T, 2) whether the right and the left foot are on the ground at gait ``phase`` (T,) (cycles)."""
+    own = np.mod(np.stack([phase, phase + 0.5], axis=-1), 1.0)
+    return own < STANCE_FRACTION
+
+
+def _ground_contact(model, variation: dict | None) -> tuple[list[int], np.ndarray]:
+    """Coordinate columns and their corrections (N, len(columns)) at the gait phases
+    ``arange(N) / N`` that put the walk on the floor (z = 0).
+
+    With foot contact spheres (:func:`foot_geoms`), the pelvis height, knees and ankles change by
+    the least (smooth over the cycle) that puts each foot's lowest point on the floor while it is
+    in stance (:func:`in_stance`) and keeps it above a clearance in swing (``_SWING_CLEARANCE_M``):
+    a least-squares problem over all N samples, solved on MuJoCo's C kinematics. Without them only the pelvis height
+    moves, keeping the lowest site at its standing height.
     """
+    names = model.coordinate_names
     neutral = model.neutral_coordinates()
-    n = 64
+    n = _CYCLE_SAMPLES
     cycle = np.arange(n) / n
     angles = _gait_angles(model, cycle, variation)
-    poses = np.vstack([neutral, np.where(np.isnan(angles), neutral, angles)])
-    # MuJoCo's C kinematics on the unscaled model: no JAX compilation for 65 poses.
+    poses = np.where(np.isnan(angles), neutral, angles)
+    lo, hi = model.coordinate_ranges.T
     params = model.default_params()
-    qpos = np.asarray(jax.jit(jax.vmap(lambda q: model.coords_to_qpos(q, params)))(jnp.asarray(poses)))
-    data = mujoco.MjData(model.mj_model)
-    lowest = np.empty(len(poses))
-    for i, q in enumerate(qpos):
-        data.qpos[:] = q
-        mujoco.mj_kinematics(model.mj_model, data)
-        lowest[i] = data.site_xpos[:, 2].min()
-    drop = lowest[0] - lowest[1:]
-    coef, *_ = np.linalg.lstsq(_basis(cycle), drop, rcond=None)
-    return _basis(np.mod(phase, 1.0)) @ coef
+    to_qpos = jax.jit(jax.vmap(lambda q: model.coords_to_qpos(q, params)))
+    m = model.mj_model
+    data = mujoco.MjData(m)
+    feet = foot_geoms(model)
 
+    def lowest_points(p: np.ndarray) -> np.ndarray:
+        qpos = np.asarray(to_qpos(jnp.asarray(np.clip(p, lo, hi))))
+        out = np.empty((len(p), 2 if feet is not None else 1))
+        for i, q in enumerate(qpos):
+            data.qpos[:] = q
+            mujoco.mj_kinematics(m, data)
+            if feet is None:
+                out[i] = data.site_xpos[:, 2].min()
+            else:
+                out[i] = [np.min(data.geom_xpos[f, 2] - m.geom_size[f, 0]) for f in feet]
+        return out
 
-def _basis(phase: np.ndarray, harmonics: int = _HARMONICS) -> np.ndarray:
-    cols = [np.ones_like(phase)]
-    for h in range(1, harmonics + 1):
-        a = 2 * math.pi * h * phase
-        cols += [np.cos(a), np.sin(a)]
-    return np.stack(cols, -1)
+    if feet is None:
+        standing = lowest_points(neutral[None])[0, 0]
+        return [names.index("pelvis_ty")], standing - lowest_points(poses)
+    cols = [names.index("pelvis_ty")] + [names.index(j) for j in _CONTACT_JOINTS if j in names]
+    k = len(cols)
+    stance = in_stance(cycle)
+    swing = (np.mod(np.stack([cycle, cycle + 0.5], axis=-1), 1.0) - STANCE_FRACTION) / (1.0 - STANCE_FRACTION)
+    clearance = np.where(stance, 0.0, _SWING_CLEARANCE_M * np.sin(np.pi * np.clip(swing, 0.0, 1.0)))
+    # Weights: 1 mm off the floor weighs as 0.3 rad of joint change or 0.1 rad (0.1 mm) of change
+    # between neighbouring samples; the pelvis height itself is free.
+    w_contact, w_joint, w_smooth = 1000.0, 3.0, np.array([100.0] + [10.0] * (k - 1))
+
+    def residuals(x):
+        x = x.reshape(n, k)
+        p = poses.copy()
+        p[:, cols] += x
+        low = lowest_points(p)
+        contact = np.where(stance, low, np.minimum(low - clearance, 0.0)) * w_contact
+        smooth = (x - np.roll(x, 1, axis=0)) * w_smooth
+        return np.concatenate([contact.ravel(), (x[:, 1:] * w_joint).ravel(), smooth.ravel()])
+
+    sparsity = lil_matrix((2 * n + (k - 1) * n + k * n, n * k), dtype=int)
+    for i in range(n):
+        sparsity[2 * i : 2 * i + 2, i * k : (i + 1) * k] = 1
+        for j in range(1, k):
+            sparsity[2 * n + i * (k - 1) + j - 1, i * k + j] = 1
+        for j in range(k):
+            row = 2 * n + (k - 1) * n + i * k + j
+            sparsity[row, i * k + j] = sparsity[row, ((i - 1) % n) * k + j] = 1
+    x0 = np.zeros((n, k))
+    x0[:, 0] = -np.where(stance, lowest_points(poses), np.inf).min(axis=1)
+    scale = np.tile([0.01] + [0.05] * (k - 1), n)
+    fit = least_squares(residuals, x0.ravel(), jac_sparsity=sparsity, x_scale=scale, max_nfev=200)
+    return cols, fit.x.reshape(n, k)
 
 
 def person(

@@ -119,14 +119,15 @@ def test_compilation_cache_is_on_by_default_configurable_and_off_with_a_flag(mon
     monkeypatch.delenv("MJX_BIOMECH_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "mjx_biomech" / "jax"
-    before = jax.config.jax_compilation_cache_dir
-    try:
-        enable_compilation_cache(tmp_path / "off", enabled=False)
-        assert jax.config.jax_compilation_cache_dir == before
-        enable_compilation_cache(tmp_path / "chosen")
-        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "chosen")
-    finally:
-        jax.config.update("jax_compilation_cache_dir", before)
+    # The session's cache folder must not change (conftest): record what would be set instead.
+    updates = []
+    monkeypatch.setattr(jax.config, "update", lambda name, value: updates.append((name, value)))
+    enable_compilation_cache(tmp_path / "off", enabled=False)
+    assert updates == []
+    enable_compilation_cache(None)  # a folder is already chosen (JAX_COMPILATION_CACHE_DIR): kept
+    assert updates == []
+    enable_compilation_cache(tmp_path / "chosen")
+    assert ("jax_compilation_cache_dir", str(tmp_path / "chosen")) in updates
     # Every compiling subcommand takes the flags.
     for command in ("ik", "scale", "fit", "demo"):
         with pytest.raises(SystemExit) as exit_info:

@@ -97,9 +97,6 @@ def leg(tmp_path_factory):
     osim.InverseKinematicsTool(str(setup_path)).run()
 
     out = folder / "ours"
-    if jax.config.jax_compilation_cache_dir is None:
-        # The CLI keeps compiled solvers in a persistent cache; the tests' goes with their files.
-        jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
     assert cli.main(["ik", str(osim_path), str(trc_path), "--setup", str(setup_path), "--out", str(out),
                      "--compare", str(folder / "opensim" / "walk_ik.mot")]) == 0
     return {"folder": folder, "osim": osim_path, "trc": trc_path, "setup": setup_path, "model": model, "truth": truth,

@@ -177,9 +177,6 @@ def leg(tmp_path_factory):
             points[[f for f in frames if f < len(q)], names.index(marker)] = np.nan
         files[name] = trc.write_trc(folder / f"{name}.trc", np.arange(len(q)) / RATE, names, points, units="mm",
                                     z_up_input=True)
-    if jax.config.jax_compilation_cache_dir is None:
-        # The CLI keeps compiled solvers in a persistent cache; the tests' goes with their files.
-        jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
     out = folder / "scaled"
     assert cli.main(["scale", str(path), "--static", str(files["static"]), "--trials", str(files["walk"]),
                      "--mass", str(LEG_MASS), "--marker-sigma", str(NOISE_M), "--out", str(out)]) == 0

@@ -57,10 +57,12 @@ def default_cache_dir() -> Path:
 
 def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="JAX's persistent compilation cache, which lets a second run skip compiling "
-                             f"(default: $MJX_BIOMECH_CACHE_DIR, else {default_cache_dir()})")
-    parser.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep compiled programs between runs (default: yes)")
+                        help="keep compiled programs in JAX's persistent compilation cache in DIR, so a second "
+                             f"run skips compiling (implies --compile-cache; default folder {default_cache_dir()})")
+    parser.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=None,
+                        help="JAX's persistent compilation cache (default: off, unless --cache-dir or "
+                             "$MJX_BIOMECH_CACHE_DIR is given: writing some programs to it has aborted the process "
+                             "with jax 0.9.2 on CPU)")
 
 
 def enable_compilation_cache(folder: str | os.PathLike | None = None, enabled: bool = True) -> None:
@@ -104,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                 _add_cache_arguments(parsers[chosen])
         args = parser.parse_args(argv)
         if chosen in _COMPILING:
-            enable_compilation_cache(args.cache_dir, args.compile_cache)
+            wanted = args.compile_cache
+            if wanted is None:
+                wanted = bool(args.cache_dir or os.environ.get("MJX_BIOMECH_CACHE_DIR"))
+            enable_compilation_cache(args.cache_dir, wanted)
         return int(args._run(args) or 0)
     except InputError as e:
         return _fail(chosen, str(e))

@@ -41,7 +41,6 @@ from mjx_biomech.fitting.marker_objective import (
     IKProblem,
     frame_linearisation,
     ik_problem,
-    points_residuals,
 )
 from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.frame_lm import solve_frame
@@ -163,9 +162,8 @@ class MarkerIK:
             (x, v, S), (q, iterations, converged) = jax.lax.scan(one, (x, v, S), (frames, first))
             coords = jnp.where(weights.moving, q, frames.base)
             points = jax.vmap(lambda c: model.forward(c, params, sites=self.site_ids).site_xpos)(coords)
-            r = jax.vmap(lambda p, c, f: points_residuals(p, c, f, weights))(points, coords, frames)
-            spread = jax.vmap(lambda c, f: _spread_terms(linearise(f)(c), c, f, weights))(coords, frames)
-            return (x, v, S), (coords, 0.5 * jnp.sum(r * r, axis=1), iterations, converged, points, *spread)
+            objective, *spread = jax.vmap(lambda c, f: _spread_terms(linearise(f)(c), c, f, weights))(coords, frames)
+            return (x, v, S), (coords, objective, iterations, converged, points, *spread)
 
         self._chunk = jax.jit(chunk)
 
@@ -287,7 +285,8 @@ class MarkerIK:
 
 
 def _spread_terms(linearised, coords, frame: Frame, weights):
-    """What a frame's covariance needs: the diagonal of ``(JᵀJ)⁻¹`` over the coordinates free at
+    """The frame's objective ``½|r|²`` at the solution and what its covariance needs: the
+    diagonal of ``(JᵀJ)⁻¹`` over the coordinates free at
     the solution (moving, off their bounds, seen by some marker; 0 for the others that are held,
     NaN for unseen ones), the frame's total marker weight, its observed residual count, its free
     count and its normalised squared marker residual."""
@@ -306,7 +305,7 @@ def _spread_terms(linearised, coords, frame: Frame, weights):
     observed = jnp.all(jnp.isfinite(frame.targets), axis=-1) & (weights.markers > 0)
     total = jnp.sum(jnp.where(observed, weights.markers, 0.0))
     squared = jnp.sum(r[: 3 * M] ** 2)
-    return h_inv, total, 3 * jnp.sum(observed), jnp.sum(free), squared
+    return 0.5 * jnp.sum(r * r), h_inv, total, 3 * jnp.sum(observed), jnp.sum(free), squared
 
 
 _SOLVERS: dict = {}

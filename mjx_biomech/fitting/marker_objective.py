@@ -27,7 +27,7 @@ from mjx_biomech.fitting.losses import observation_weights
 
 __all__ = [
     "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_jacobians", "frame_linearisation",
-    "frame_residuals", "ik_problem", "points_residuals",
+    "frame_residuals", "ik_problem",
 ]
 
 
@@ -76,7 +76,7 @@ def frame_residuals(model, site_ids: np.ndarray, q: jax.Array, params: BodyParam
     """
     coords = jnp.where(weights.moving, q, frame.base)
     points = model.forward(coords, params, sites=site_ids).site_xpos
-    return points_residuals(points, coords, frame, weights)
+    return _residuals(points, coords, frame, weights)
 
 
 def frame_linearisation(
@@ -85,7 +85,7 @@ def frame_linearisation(
     """:func:`frame_residuals` (3M + C,) and their Jacobian with respect to ``q`` (3M + C, C).
 
     The markers' Jacobian is the model's closed form (:meth:`BiomechModel.marker_jacobian`),
-    weighted as :func:`points_residuals` weights the markers; columns of coordinates that do not move
+    weighted as :func:`frame_residuals` weights the markers; columns of coordinates that do not move
     are zero.
     """
     r, J, _ = frame_jacobians(model, site_ids, q, params, frame, weights)
@@ -103,7 +103,7 @@ def frame_jacobians(
     kin, jac = model.marker_jacobian(coords, params, sites=site_ids)
     points = kin.site_xpos
     moving = jnp.asarray(weights.moving, jac.dtype)
-    scale = _marker_scale(frame, weights)
+    _, scale = _observed_scale(frame, weights)
     J = jnp.concatenate([(scale[:, None, None] * jac * moving).reshape(-1, jac.shape[-1]),
                          jnp.diag(jnp.sqrt(weights.coordinates) * moving)])
     rows = 3 * len(site_ids) + len(moving)
@@ -117,21 +117,19 @@ def frame_jacobians(
         r_index = 3 * m[:, None, None] + np.arange(3)[None, :, None]
         c_index = 3 * j[:, None, None] + np.arange(3)[None, None, :]
         J_offsets = J_offsets.at[r_index, c_index].set(blocks)
-    return points_residuals(points, coords, frame, weights), J, J_offsets
+    return _residuals(points, coords, frame, weights), J, J_offsets
 
 
-def _marker_scale(frame: Frame, weights: Weights):
-    """(M,) the factor of each marker's residual, √(w_m / Σ w) over the observed markers (0 where
-    not observed)."""
-    _, w = observation_weights(frame.targets, weights.markers)
-    total = jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
-    return jnp.sqrt(w / total)
+def _observed_scale(frame: Frame, weights: Weights):
+    """The targets (M, 3) with missing ones zeroed, and each marker's residual factor (M,),
+    √(w_m / Σ w) over the observed markers (0 where not observed)."""
+    targets, w = observation_weights(frame.targets, weights.markers)
+    return targets, jnp.sqrt(w / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny))
 
 
-def points_residuals(points, coords, frame: Frame, weights: Weights) -> jax.Array:
+def _residuals(points, coords, frame: Frame, weights: Weights) -> jax.Array:
     """:func:`frame_residuals` from the tracked markers' positions ``points`` (M, 3) at ``coords`` (C,)."""
-    scale = _marker_scale(frame, weights)
-    targets, _ = observation_weights(frame.targets, weights.markers)
+    targets, scale = _observed_scale(frame, weights)
     markers = scale[:, None] * (points - targets)
     tasks = jnp.sqrt(weights.coordinates) * (coords - frame.coordinate_targets)
     return jnp.concatenate([markers.ravel(), tasks])

@@ -52,7 +52,10 @@ from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.schur_lm import covariance_of_shared, schur_levenberg_marquardt
 from mjx_biomech.fitting.trajectories import CoordinateMap
 
-__all__ = ["OFFSET_SIGMA_LIMIT_M", "SCALE_SIGMA_LIMIT", "MarkerFitResult", "averaged_trial", "fit_markers"]
+__all__ = [
+    "OFFSET_SIGMA_LIMIT_M", "SCALE_SIGMA_LIMIT", "MarkerFitResult", "averaged_trial", "fit_markers", "ik_of_trials",
+    "marker_solver", "static_tasks",
+]
 
 STAGE = "scale"
 # Standard errors above which a parameter counts as not determined by the data.
@@ -257,6 +260,34 @@ def _scale_layout(model, guess: float) -> tuple[tuple[float, ...], tuple[int, ..
     return tuple(logs), tuple(free), tuple(prior)
 
 
+def marker_solver(model, marker_set: str | None, fixed_markers: Collection[str]):
+    """The IK solver of ``model``'s ``marker_set`` (:func:`~mjx_biomech.fitting.ik.marker_ik`),
+    once every fixed marker is known to be one of its markers (else :class:`InputError`)."""
+    solver = marker_ik(model, marker_set)
+    unknown = sorted(set(fixed_markers) - set(solver.marker_names))
+    if unknown:
+        raise InputError(f"fixed_markers: {unknown} are not markers of {model.source}"
+                         + (f" (marker set {marker_set!r})" if marker_set else ""))
+    return solver
+
+
+def static_tasks(marker_weights, coordinate_targets, static_marker_weights, static_coordinate_targets):
+    """The static trial's marker weights and coordinate tasks: its own where given, else the
+    motion trials'."""
+    return (marker_weights if static_marker_weights is None else static_marker_weights,
+            coordinate_targets if static_coordinate_targets is None else static_coordinate_targets)
+
+
+def ik_of_trials(solver, params: BodyParams, static: MarkerTrial | None, trials: Sequence[MarkerTrial],
+                 static_tasks: tuple, motion_tasks: tuple, accuracy: float, progress: Progress | None):
+    """IK of the static trial's frames (None without one) and of every motion trial with the
+    person's ``params``; ``*_tasks``: (marker weights, coordinate targets)."""
+    static_ik = (solver.solve(static, params, *static_tasks, accuracy=accuracy, progress=progress)
+                 if static is not None else None)
+    results = tuple(solver.solve(t, params, *motion_tasks, accuracy=accuracy, progress=progress) for t in trials)
+    return static_ik, results
+
+
 def _subsample(T: int, most: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, T - 1, min(T, most))).astype(int))
 
@@ -358,14 +389,10 @@ def fit_markers(
     trials = (trials,) if isinstance(trials, MarkerTrial) else tuple(trials)
     if static is None and not trials:
         raise InputError("fit_markers: give a static trial, motion trials, or both")
-    solver = marker_ik(model, marker_set)
+    solver = marker_solver(model, marker_set, fixed_markers)
     names = solver.marker_names
-    unknown = sorted(set(fixed_markers) - set(names))
-    if unknown:
-        raise InputError(f"fixed_markers: {unknown} are not markers of {model.source}"
-                         + (f" (marker set {marker_set!r})" if marker_set else ""))
-    static_weights = marker_weights if static_marker_weights is None else static_marker_weights
-    static_targets = coordinate_targets if static_coordinate_targets is None else static_coordinate_targets
+    static_weights, static_targets = static_tasks(marker_weights, coordinate_targets, static_marker_weights,
+                                                  static_coordinate_targets)
     scaling = [(averaged_trial(static), static_weights, static_targets, np.zeros(1, int))] if static is not None else []
     scaling += [(t, marker_weights, coordinate_targets, _subsample(t.num_frames, scale_frames)) for t in trials]
     problems = [solver.problem(t, w, c) for t, w, c, _ in scaling]
@@ -389,10 +416,8 @@ def fit_markers(
         params = jax.tree.map(np.asarray, jax.jit(problem.params)(p))
     scale_seconds = time.perf_counter() - started
 
-    static_ik = (solver.solve(static, params, static_weights, static_targets, accuracy=accuracy, progress=progress)
-                 if static is not None else None)
-    results = tuple(solver.solve(t, params, marker_weights, coordinate_targets, accuracy=accuracy, progress=progress)
-                    for t in trials)
+    static_ik, results = ik_of_trials(solver, params, static, trials, (static_weights, static_targets),
+                                      (marker_weights, coordinate_targets), accuracy, progress)
     k = len(free)
     offset_sigma = np.full((len(names), 3), np.nan)
     for j, name in enumerate(fitted):

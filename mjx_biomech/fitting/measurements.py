@@ -29,9 +29,8 @@ import numpy as np
 from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
-from mjx_biomech.fitting.ik import marker_ik
 from mjx_biomech.fitting.marker_objective import CoordinateTarget
-from mjx_biomech.fitting.markers import MarkerFitResult, averaged_trial
+from mjx_biomech.fitting.markers import MarkerFitResult, averaged_trial, ik_of_trials, marker_solver, static_tasks
 from mjx_biomech.fitting.solvers import Progress
 
 __all__ = ["Measurement", "measured_body_scales", "scale_by_factors"]
@@ -76,7 +75,9 @@ def measured_body_scales(
     names = model.marker_names(marker_set)
     with jax.enable_x64(True):
         defaults = jnp.asarray([c.default for c in model.coordinates], jnp.float64)
-        on_model = np.asarray(model.markers(defaults, model.default_params(jnp.float64), marker_set))
+        # Compiled, not op by op (which compiles every primitive of the model apart).
+        markers = jax.jit(model.markers, static_argnums=2)
+        on_model = np.asarray(markers(defaults, model.default_params(jnp.float64), marker_set))
     scales: dict[str, np.ndarray] = {}
     missing: list[str] = []
     for step in order:
@@ -163,25 +164,21 @@ def scale_by_factors(
         _check_body(model, body, "body scales")
     groups = [{"name": b, "bodies": [b], "per_axis": True} for b in body_scales]
     model = model.with_scale_groups(groups)
-    solver = marker_ik(model, marker_set)
+    solver = marker_solver(model, marker_set, fixed_markers)
     names = solver.marker_names
-    unknown = sorted(set(fixed_markers) - set(names))
-    if unknown:
-        raise InputError(f"fixed_markers: {unknown} are not markers of {model.source}")
     values = {f"{b}.{axis}": float(v) for b, s in body_scales.items() for axis, v in zip("xyz", s)}
     # float64 throughout (the model's own default params follow JAX's default precision).
     params = BodyParams(np.array([values.get(n, 1.0) for n in model.scale_param_names]), np.zeros((len(model.site_names), 3)))
-    static_weights = marker_weights if static_marker_weights is None else static_marker_weights
-    static_targets = coordinate_targets if static_coordinate_targets is None else static_coordinate_targets
+    static_weights, static_targets = static_tasks(marker_weights, coordinate_targets, static_marker_weights,
+                                                  static_coordinate_targets)
     placed: tuple[str, ...] = ()
     if place_markers:
         pose = solver.solve(averaged_trial(static), params, static_weights, static_targets, accuracy=accuracy,
                             progress=progress).coordinates[0]
         params, placed = _place(model, solver, params, pose, averaged_trial(static), set(fixed_markers))
     scale_seconds = time.perf_counter() - started
-    static_ik = solver.solve(static, params, static_weights, static_targets, accuracy=accuracy, progress=progress)
-    results = tuple(solver.solve(t, params, marker_weights, coordinate_targets, accuracy=accuracy, progress=progress)
-                    for t in trials)
+    static_ik, results = ik_of_trials(solver, params, static, trials, (static_weights, static_targets),
+                                      (marker_weights, coordinate_targets), accuracy, progress)
     params = jax.tree.map(np.asarray, params)
     return MarkerFitResult(
         model=model, marker_set=marker_set, params=params, fitted_scales=(), marker_names=names,
@@ -196,7 +193,7 @@ def _place(model, solver, params: BodyParams, pose: np.ndarray, frame: MarkerTri
     """``params`` with every observed, unfixed marker moved onto ``frame``'s position at ``pose``."""
     observed = frame.select(solver.marker_names)[0]  # (M, 3)
     with jax.enable_x64(True):
-        kin = model.forward(jnp.asarray(pose), jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
+        kin = jax.jit(model.forward)(jnp.asarray(pose), jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
         site_xpos, xmat = np.asarray(kin.site_xpos), np.asarray(kin.xmat)
     offsets = np.array(params.offsets, dtype=float)
     placed = []

@@ -14,9 +14,6 @@ defaulting to ``/work/shared``).
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -25,30 +22,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from gait2392_pipeline import PIPELINE, SAGITTAL, missing, parser, quiet_fd1
 from rich.console import Console
 from rich.table import Table
 
 import mjx_biomech
 from converters import ik_output, mot, opensim_setup
 from mjx_biomech.fitting.ik import solve_ik
-
-PIPELINE = Path("Pipelines") / "Gait2392_Simbody"
-SAGITTAL = ("hip_flexion_r", "hip_flexion_l", "knee_angle_r", "knee_angle_l", "ankle_angle_r", "ankle_angle_l")
-
-
-@contextlib.contextmanager
-def _quiet_stdout():
-    """OpenSim's tool prints the model's summary from C++ on every run: silence file descriptor 1
-    while it runs."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
 
 
 def _opensim(folder: Path, setup: Path, model_path: Path, repeats: int):
@@ -63,7 +43,7 @@ def _opensim(folder: Path, setup: Path, model_path: Path, repeats: int):
         tool.setModel(model)
         tool.setResultsDir(str(folder))
         tool.setOutputMotionFileName(str(folder / "opensim_ik.mot"))
-        with _quiet_stdout():
+        with quiet_fd1():
             start = time.perf_counter()
             tool.run()
             best = min(best, time.perf_counter() - start)
@@ -71,17 +51,13 @@ def _opensim(folder: Path, setup: Path, model_path: Path, repeats: int):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = Path(os.environ.get("MJX_BIOMECH_SHARED", "/work/shared")) / "data" / "opensim-models"
-    parser.add_argument("--data", type=Path, default=shared, help="the opensim-models folder")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    arguments = parser(__doc__.splitlines()[0])
+    arguments.add_argument("--repeats", type=int, default=3)
+    args = arguments.parse_args()
     source = args.data / PIPELINE
     files = [source / "subject01_Setup_IK.xml", source / "subject01_walk1.trc",
              source / "OutputReference" / "subject01_simbody.osim"]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        print(f"benchmarks/ik.py: needs the gait2392 pipeline of opensim-models; missing {', '.join(missing)}")
+    if missing(files, "benchmarks/ik.py"):
         return 1
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:

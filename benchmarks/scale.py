@@ -21,11 +21,9 @@ Run: ``python benchmarks/scale.py [--data /work/shared/data/opensim-models]`` (d
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -35,31 +33,23 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from gait2392_pipeline import PIPELINE, SAGITTAL, missing, parser, quiet_fd1
 from rich.console import Console
 from rich.table import Table
 
 from converters import mot
 from mjx_biomech import cli
 
-PIPELINE = Path("Pipelines") / "Gait2392_Simbody"
 GENERIC = Path("Models") / "Gait2392_Simbody" / "gait2392_thelen2003muscle.osim"
 TRANSLATIONS = ("_tx", "_ty", "_tz")
-SAGITTAL = ("hip_flexion_r", "hip_flexion_l", "knee_angle_r", "knee_angle_l", "ankle_angle_r", "ankle_angle_l")
 
 
 @contextlib.contextmanager
 def _quiet():
     """Silence file descriptor 1 (OpenSim's C++ prints) and Python's stdout (the CLI's tables)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with quiet_fd1(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # meshes the MuJoCo model does without
-        os.dup2(null.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+        yield
 
 
 def _opensim(folder: Path) -> dict:
@@ -122,17 +112,12 @@ def _differences(ours: Path, reference: Path, flipped: tuple[str, ...] = ()) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = Path(os.environ.get("MJX_BIOMECH_SHARED", "/work/shared")) / "data" / "opensim-models"
-    parser.add_argument("--data", type=Path, default=shared, help="the opensim-models folder")
-    args = parser.parse_args()
+    args = parser(__doc__.splitlines()[0]).parse_args()
     source = args.data / PIPELINE
     names = ["subject01_Setup_Scale.xml", "subject01_Setup_IK.xml", "gait2392_Scale_MarkerSet.xml",
              "subject01_static.trc", "subject01_walk1.trc"]
     files = [source / n for n in names] + [args.data / GENERIC, source / "OutputReference" / "subject01_simbody.osim"]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        print(f"benchmarks/scale.py: needs the gait2392 pipeline of opensim-models; missing {', '.join(missing)}")
+    if missing(files, "benchmarks/scale.py"):
         return 1
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:

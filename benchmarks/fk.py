@@ -1,8 +1,11 @@
 """Forward kinematics of the bundled model: ours (JAX) vs MuJoCo's C engine, same frames, same run.
 
-Prints microseconds per frame for markers (forward) and markers + gradient w.r.t. scales,
-offsets and coordinates, against ``mj_kinematics`` on the statically scaled model, and the
-ratios. Run: ``python benchmarks/fk.py [--frames 300] [--repeats 20]``.
+Prints microseconds per frame for markers (forward), markers + gradient w.r.t. scales, offsets
+and coordinates, and markers + their closed-form Jacobian w.r.t. the coordinates, against
+``mj_kinematics`` on the statically scaled model. MuJoCo C is timed two ways: the bare call in a
+tight loop (the ratios use this one) and a loop that also copies each frame's qpos in and the
+sites out (what a Python user of MuJoCo pays per frame). Run:
+``python benchmarks/fk.py [--frames 300] [--repeats 20]``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ def main() -> None:
     data = mujoco.MjData(static)
     qpos = np.asarray(jax.vmap(model.coords_to_qpos, in_axes=(0, None))(coords, params), dtype=float)
 
+    def mujoco_bare():
+        for _ in range(args.frames):
+            mujoco.mj_kinematics(static, data)
+
     def mujoco_c():
         out = np.empty((args.frames, len(sites), 3))
         for k in range(args.frames):
@@ -66,21 +73,30 @@ def main() -> None:
             out[k] = data.site_xpos[sites]
         return out
 
-    t_c = _time(mujoco_c, args.repeats)
+    jacobian = jax.jit(jax.vmap(lambda q, p: model.marker_jacobian(q, p, sites)[1], in_axes=(0, None)))
+
+    t_copy = _time(mujoco_c, args.repeats)
+    t_c = _time(mujoco_bare, args.repeats)
     t_fwd = _time(lambda: markers(coords, params).block_until_ready(), args.repeats)
     t_grad = _time(lambda: jax.block_until_ready(value_and_grad(coords, params)), args.repeats)
+    t_jac = _time(lambda: jacobian(coords, params).block_until_ready(), args.repeats)
+    # nothing compiles in the timed calls: each jitted function holds the one program it warmed up
+    assert markers._cache_size() == value_and_grad._cache_size() == jacobian._cache_size() == 1
 
     err = float(np.abs(np.asarray(markers(coords, params)) - mujoco_c()).max())
     per = 1e6 / args.frames
     table = Table(title=f"{model.source}: {args.frames} frames, {len(sites)} markers, {jax.default_backend()} float32")
     for col in ("path", "µs/frame", "vs MuJoCo C"):
         table.add_column(col)
-    table.add_row("MuJoCo C mj_kinematics (forward)", f"{t_c * per:.2f}", "1.00")
+    table.add_row("MuJoCo C mj_kinematics, bare call", f"{t_c * per:.2f}", "1.00")
+    table.add_row("MuJoCo C, qpos in and sites out per frame", f"{t_copy * per:.2f}", f"{t_copy / t_c:.2f}")
     table.add_row("mjx_biomech markers (forward)", f"{t_fwd * per:.2f}", f"{t_fwd / t_c:.2f}")
-    table.add_row("mjx_biomech markers + gradient", f"{t_grad * per:.2f}", f"{t_grad / t_c:.2f}")
+    table.add_row("mjx_biomech markers + gradient (coords, scales, offsets)", f"{t_grad * per:.2f}", f"{t_grad / t_c:.2f}")
+    table.add_row("mjx_biomech markers + Jacobian (coords, closed form)", f"{t_jac * per:.2f}", f"{t_jac / t_c:.2f}")
     Console().print(table)
     print(f"max |ours - MuJoCo C| = {err:.2e} m (float32)")
-    print(f"ratio_forward_vs_mujoco={t_fwd / t_c:.3f} ratio_grad_vs_mujoco={t_grad / t_c:.3f}")
+    print(f"ratio_forward_vs_mujoco={t_fwd / t_c:.3f} ratio_grad_vs_mujoco={t_grad / t_c:.3f} "
+          f"ratio_jacobian_vs_mujoco={t_jac / t_c:.3f} ratio_copy_loop_vs_bare={t_copy / t_c:.3f}")
 
 
 if __name__ == "__main__":

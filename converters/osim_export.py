@@ -1,20 +1,37 @@
-"""Write a scaled OpenSim model: edit the ``.osim`` a model came from, or build one.
+"""Write a scaled OpenSim model: scale the ``.osim`` a model came from, or build one.
 
 A model that did not come from ``.osim`` (the bundled model, any MJCF) is built from its
-MuJoCo joints by :mod:`converters.osim_build`. For one converted from ``.osim``, the
-original ``.osim`` (named, with its hash, in the metadata's ``opensim`` section) is edited
-the way OpenSim's ScaleTool scales a model, with the core's per-body scales: offset-frame
-translations, marker locations, geometry scale factors and mass centres by the scale of the
-body they are fixed in; masses by s³ and inertias by s⁵; every translation axis that the
-converter made a dependent joint multiplied (MultiplierFunction) by its parent body's scale,
-as the core scales those joints. Marker offsets (``params.offsets``, metres in the body frame)
-are added to marker locations. Plain XML editing keeps every other element as it was; an
-OpenSim 3 source is written in the OpenSim 4 form OpenSim upgrades it to.
+MuJoCo joints by :mod:`converters.osim_build`. For one converted from ``.osim``, the original
+``.osim`` (named, with its hash, in the metadata's ``opensim`` section) is scaled with the core's
+per-body scale vectors:
+
+- With OpenSim's Python package installed (``pip install mjx-biomech[opensim]``), by OpenSim's
+  own ``Model.scale`` (what ScaleTool runs): offset frames, markers, geometry, mass centres,
+  masses and inertias (OpenSim's rule, its cylinder approximation for unequal factors), joint
+  translation functions, wrap objects, muscle path points, and muscles' optimal fiber and tendon
+  slack lengths in proportion to their path lengths at the default pose. Scales may differ per
+  axis.
+- Without it, by editing the XML the way ScaleTool scales a model: offset-frame translations,
+  marker locations, geometry scale factors and mass centres by the scale of the body they are
+  fixed in; masses by s³ and inertias by s⁵; every translation axis that the converter made a
+  dependent joint multiplied (MultiplierFunction) by its parent body's scale. Scales must be
+  isotropic per body, and muscles are left as they are (a warning says so): their paths and
+  lengths need OpenSim's path geometry. Plain XML editing keeps every other element as it was;
+  an OpenSim 3 source is written in the OpenSim 4 form OpenSim upgrades it to.
+
+Either way marker offsets (``params.offsets``, metres in the body frame) are added to the
+markers' scaled locations. (For a marker on an offset frame rotated in its body, OpenSim scales
+the location along the frame's axes and the core along the body's: with per-axis scales the two
+differ there.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -71,13 +88,33 @@ def _source(model) -> Path:
     return source
 
 
-def export(model, params, path: str | Path) -> Path:
+def _opensim():
+    """OpenSim's Python package, or None where it is not installed."""
+    try:
+        import opensim
+    except ImportError:
+        return None
+    return opensim
+
+
+def export(model, params, path: str | Path, engine: str = "auto") -> Path:
     """Write ``model`` scaled by ``params`` (a ``BodyParams``) to ``path`` as an OpenSim 4 model.
 
-    A ``BiomechModel`` loaded from an ``.osim`` (or from its converted MJCF) is written by
-    editing that ``.osim``; its scales must be isotropic per body, as the converter's scale
-    groups are. Any other model is built by :func:`converters.osim_build.export`.
+    A ``BiomechModel`` loaded from an ``.osim`` (or from its converted MJCF) is written by scaling
+    that ``.osim`` (see the module's docstring); any other model is built by
+    :func:`converters.osim_build.export`.
+
+    Args:
+        engine: for a model converted from ``.osim``: ``"opensim"`` (OpenSim's ``Model.scale``),
+            ``"xml"`` (XML editing: isotropic scales, muscles unscaled) or ``"auto"`` (OpenSim's
+            when its package is installed).
+
+    Raises:
+        InputError: an unknown ``engine``; ``"opensim"`` without the package; per-axis scales
+            with ``"xml"``; a source ``.osim`` missing or changed since conversion.
     """
+    if engine not in ("auto", "opensim", "xml"):
+        raise InputError(f"export: engine {engine!r} is not one of 'auto', 'opensim', 'xml'")
     if "source" not in (model.metadata.get("opensim") or {}):
         return osim_build.export(model, params, path)
     source = _source(model)
@@ -86,6 +123,15 @@ def export(model, params, path: str | Path) -> Path:
         body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
         offsets = np.asarray(params.offsets, dtype=np.float64)
     mj_model = model.mj_model
+    opensim = _opensim() if engine != "xml" else None
+    if engine == "opensim" and opensim is None:
+        raise InputError("export: engine='opensim' needs OpenSim's Python package (pip install mjx-biomech[opensim])")
+    if opensim is not None:
+        tree = _scaled_by_opensim(opensim, source, parsed, mj_model, body_scales)
+        _offset_markers(model, parsed, tree.getroot().find("Model"), mj_model, body_scales, offsets)
+        with atomic_write(path) as f:
+            tree.write(f, encoding="unicode", xml_declaration=True)
+        return Path(path)
 
     def scale(base: str) -> float:
         if base == "/ground":
@@ -120,14 +166,12 @@ def export(model, params, path: str | Path) -> Path:
             _set(el, "mass_center", s * _floats(el, "mass_center", "0 0 0"))
             _set(el, "inertia", s**5 * _floats(el, "inertia", "0 0 0 0 0 0"))
 
-    site_index = {name: i for i, name in enumerate(model.site_names)}
-    markers = {m.name: m for m in parsed.markers}
-    for el in _children(root, "MarkerSet/objects"):
-        marker = markers[el.get("name")]
-        base, x = parsed.frame_in_base(marker.frame)
-        site = model.metadata["marker_sets"]["opensim"][marker.name]
-        # The site moves to s * p + offset in the body; in the (scaled) marker frame that is:
-        _set(el, "location", scale(base) * np.asarray(marker.location) + x[:3, :3].T @ offsets[site_index[site]])
+    _offset_markers(model, parsed, root, mj_model, body_scales, offsets)
+    muscles = [el.get("name") for el in root.iter() if el.tag.endswith("Muscle") and el.get("name")]
+    if muscles:
+        warnings.warn(f"{source}: {len(muscles)} muscles (e.g. {muscles[0]!r}) written unscaled: scaling their paths "
+                      "and fiber and tendon lengths needs OpenSim's Python package (pip install mjx-biomech[opensim])",
+                      stacklevel=2)
 
     dependent = {d["joint"] for d in model.metadata["dependent_joints"] if d["motion"] == "translational"}
     for joint in parsed.joints:
@@ -151,3 +195,51 @@ def export(model, params, path: str | Path) -> Path:
     with atomic_write(path) as f:
         tree.write(f, encoding="unicode", xml_declaration=True)
     return Path(path)
+
+
+def _offset_markers(model, parsed, root: ET.Element, mj_model, body_scales, offsets) -> None:
+    """Every marker of the source at its scaled location plus its site's offset: ``s ⊙ p`` along
+    its frame's axes (as ScaleTool scales it), the offset (body frame) turned into that frame."""
+    site_index = {name: i for i, name in enumerate(model.site_names)}
+    markers = {m.name: m for m in parsed.markers}
+    for el in _children(root, "MarkerSet/objects"):
+        marker = markers[el.get("name")]
+        base, x = parsed.frame_in_base(marker.frame)
+        s = np.ones(3) if base == "/ground" else body_scales[mj_model.body(parsed.body_name(base)).id]
+        site = model.metadata["marker_sets"]["opensim"][marker.name]
+        _set(el, "location", s * np.asarray(marker.location) + x[:3, :3].T @ offsets[site_index[site]])
+
+
+@contextlib.contextmanager
+def _quiet(opensim):
+    """OpenSim's log at errors only (its missing-mesh warnings), restored after."""
+    level = opensim.Logger.getLevelString()
+    opensim.Logger.setLevelString("error")
+    try:
+        yield
+    finally:
+        opensim.Logger.setLevelString(level)
+
+
+def _scaled_by_opensim(opensim, source: Path, parsed, mj_model, body_scales) -> ET.ElementTree:
+    """The source ``.osim`` scaled by OpenSim's ``Model.scale`` with each body's scale vector,
+    masses scaled with the bodies (``preserveMassDist`` false, no total mass: the caller sets the
+    masses), as an XML tree."""
+    scale_set = opensim.ScaleSet()
+    for name in parsed.bodies:
+        scale = opensim.Scale()
+        scale.setSegmentName(name)
+        scale.setScaleFactors(opensim.Vec3(*map(float, body_scales[mj_model.body(name).id])))
+        scale.setApply(True)
+        scale_set.cloneAndAppend(scale)
+    with _quiet(opensim), tempfile.TemporaryDirectory() as tmp:
+        try:
+            osim_model = opensim.Model(str(source))
+            state = osim_model.initSystem()
+            if not osim_model.scale(state, scale_set, False, -1.0):
+                raise InputError(f"{source}: OpenSim's Model.scale failed")
+            written = os.path.join(tmp, "scaled.osim")
+            osim_model.printToXML(written)
+        except RuntimeError as error:
+            raise InputError(f"{source}: OpenSim could not scale the model: {error}") from error
+        return ET.ElementTree(read_document(Path(written)))

@@ -297,8 +297,8 @@ def _measurement(name, pairs, bodies):
 def test_scaling_by_the_setups_measurements_and_marker_placement_is_opensims_scale_tool(leg, tmp_path):
     """``--scaling setup``: a MeasurementSet (two pairs averaged; a body named twice, the later
     measurement winning), a manual Scale applied after it, and the MarkerPlacer on the static
-    trial, against OpenSim's ScaleTool on the same files: the same scale factors and joint frames
-    (isotropic: our .osim export writes isotropic body scales only); our markers are placed at
+    trial, against OpenSim's ScaleTool on the same files: the same scale factors (the foot's per
+    axis) and joint frames; our markers are placed at
     the pose of OpenSim's InverseKinematicsTool on ScaleTool's scaled model and the averaged static
     frame, within 2 mm of where ScaleTool's MarkerPlacer puts them (its pose stops ~0.5° short of
     that optimum)."""
@@ -309,6 +309,7 @@ def test_scaling_by_the_setups_measurements_and_marker_placement_is_opensims_sca
         _measurement("thigh_again", [("THI1", "KNE")], [("femur", "X Y Z")]),
         _measurement("shank", [("KNE", "ANK"), ("TIB1", "TIB2")], [("tibia", "X Y Z")]),
         _measurement("foot", [("HEE", "MT1")], [("foot", "X Y Z"), ("toes", "X Y Z")]),
+        _measurement("foot_width", [("MT5", "MT1")], [("foot", "Z")]),  # one axis: the foot scaled per axis
     ])
     tasks = "".join(f"<IKMarkerTask name='{n}'><apply>true</apply><weight>{2.0 if n in LEG_FIXED else 1.0}</weight>"
                     "</IKMarkerTask>" for n in names)
@@ -339,9 +340,15 @@ def test_scaling_by_the_setups_measurements_and_marker_placement_is_opensims_sca
         # OpenSim writes its scale file with 6 significant digits; the joint frames below are exact.
         assert [float(f"{v:.6g}") for v in report["scales"]["bodies"][body]] == theirs[body], body
     assert theirs["femur"][0] != theirs["patella"][0]  # the later measurement took effect
+    assert theirs["foot"][2] != theirs["foot"][0]  # per axis
     np.testing.assert_allclose(theirs["toes"], [1.02, 1.02, 1.02])
 
     theirs, ours = osim.Model(str(tmp_path / "opensim.osim")), osim.Model(str(out / "model_scaled.osim"))
+    for body in ("pelvis", "femur", "patella", "tibia", "foot", "toes"):  # the foot's inertia by OpenSim's cylinder rule
+        a, b = theirs.getBodySet().get(body), ours.getBodySet().get(body)
+        assert b.getMass() == pytest.approx(a.getMass(), rel=1e-10), body
+        np.testing.assert_allclose([b.getInertia().getMoments().get(k) for k in range(3)],
+                                   [a.getInertia().getMoments().get(k) for k in range(3)], rtol=1e-10, err_msg=body)
     for j in range(theirs.getJointSet().getSize()):
         a, b = theirs.getJointSet().get(j), ours.getJointSet().get(theirs.getJointSet().get(j).getName())
         for frame in (lambda joint: joint.get_frames(0), lambda joint: joint.get_frames(1)):

@@ -6,6 +6,14 @@ towards 0. Steps draw a minibatch of subjects (smaller than the population), so 
 step does not grow with it. Anchored markers (by default the heels) keep a base offset of 0:
 with every marker free, a common shift of all markers is indistinguishable from a change of
 the body's pose and proportions.
+
+The subjects are shared out over the devices (a 1-D mesh, axis ``"subjects"``): their data,
+variables and optimiser state are split along the subject axis, each step's minibatch is split
+the same way, and the base offsets are replicated, so a node with several accelerators fits
+its share of the minibatch on each (data parallel) and the steps are those of one device, up to
+the order of the sums. A population or minibatch that does not split evenly is padded with
+copies of subject 0: padded subjects are never drawn, and padded minibatch places are left out
+of the mean, so any ``batch_size`` works on any number of devices.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig
@@ -29,6 +38,7 @@ from mjx_biomech.fitting.solvers import Progress, adam
 from mjx_biomech.fitting.variables import OFFSET_UNIT_M, site_offsets
 
 STAGE = "population"
+SUBJECTS = "subjects"  # the mesh axis the subjects are split over
 _OPTIMISER = adam.optimiser()
 
 
@@ -46,11 +56,15 @@ class _PopSetup:
     offset_weight: float
     base_weight: float
     scale_weight: float
+    subjects: int
+    batch_pad: int
+    split: NamedSharding
 
 
 class PopulationVariables(eqx.Module):
-    """``base`` (M, 3) cm shared offsets; per subject (leading axis S): spline ``control``
-    (S, K, A), ``log_scales`` (S, P) and own ``offsets`` (S, M, 3) cm."""
+    """``base`` (M, 3) cm shared offsets; per subject (leading axis S, padded to a multiple of
+    the devices and split over them): spline ``control`` (S, K, A), ``log_scales`` (S, P) and own
+    ``offsets`` (S, M, 3) cm."""
 
     base: jax.Array
     control: jax.Array
@@ -85,15 +99,38 @@ def _subject_loss(setup: _PopSetup, base, control, log_scales, offsets, rig, key
 
 
 def _population_loss(v: PopulationVariables, key, setup: _PopSetup, data, learn_base, batch_size: int):
-    """The mean subject loss over ``batch_size`` subjects drawn with ``key``, plus the base's prior."""
+    """The mean subject loss over ``batch_size`` subjects drawn with ``key`` (among the
+    ``setup.subjects`` real ones), plus the base's prior. The minibatch is split over the
+    devices of ``setup.split``; its ``setup.batch_pad`` padding places (subject 0) are left out
+    of the mean."""
     rigs, keypoints, confidence, times = data
-    batch = jax.random.choice(key, v.control.shape[0], (batch_size,), replace=False)
-    take = lambda x: jnp.take(x, batch, axis=0)  # noqa: E731
+    batch = jax.random.choice(key, setup.subjects, (batch_size,), replace=False)
+    if setup.batch_pad:
+        batch = jnp.concatenate([batch, jnp.zeros(setup.batch_pad, batch.dtype)])
+    take = lambda x: jax.lax.with_sharding_constraint(jnp.take(x, batch, axis=0), setup.split)
     per = jax.vmap(_subject_loss, in_axes=(None, None, 0, 0, 0, 0, 0, 0, None, None))(
         setup, v.base, take(v.control), take(v.log_scales), take(v.offsets),
         jax.tree_util.tree_map(take, rigs), take(keypoints), take(confidence), times, learn_base,
     )
-    return jnp.mean(per) + 0.5 * setup.base_weight * jnp.sum(v.base**2)
+    return jnp.mean(per[:batch_size]) + 0.5 * setup.base_weight * jnp.sum(v.base**2)
+
+
+def subject_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The 1-D mesh (axis ``"subjects"``) over ``devices`` (default: all of ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise InputError("devices: expected at least one jax.Device, got none")
+    wrong = [d for d in devices if not isinstance(d, jax.Device)]
+    if wrong:
+        raise InputError(f"devices: expected jax.Device objects (from jax.devices()), got {wrong[0]!r}")
+    if len(set(devices)) != len(devices):
+        raise InputError(f"devices: each device may appear once, got {devices}")
+    return Mesh(np.asarray(devices), (SUBJECTS,))
+
+
+def _padded(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` with copies of its first row appended along axis 0 up to ``size`` rows."""
+    return np.concatenate([x, np.repeat(x[:1], size - x.shape[0], axis=0)])
 
 
 def fit_population(
@@ -113,6 +150,7 @@ def fit_population(
     seed: int = 0,
     progress: Progress | None = None,
     dtype=None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> PopulationResult:
     """Fit many subjects at once with shared base marker offsets.
 
@@ -127,6 +165,8 @@ def fit_population(
         offset_weight: prior weight per (1 cm)² of a subject's own offsets; base_weight: the
             same for the base (weak).
         progress: ``progress("population", done, total, info)`` (see :mod:`mjx_biomech.fitting.fit`).
+        devices: the devices the subjects are split over (default: all of ``jax.devices()``);
+            population and minibatch are padded to multiples of their number (see above).
         Other arguments as for :func:`mjx_biomech.fitting.fit.fit`; AdamW as there, its
         learning rate ``lr`` decaying 1000-fold over ``steps``.
     """
@@ -136,6 +176,10 @@ def fit_population(
     if not 1 <= batch_size < S:
         raise InputError(f"batch_size: expected 1 <= batch_size < {S} (the population), got {batch_size}")
     dtype = dtype or jnp.result_type(float)
+    mesh = subject_mesh(devices)
+    n_dev = mesh.devices.size
+    split, whole = NamedSharding(mesh, PartitionSpec(SUBJECTS)), NamedSharding(mesh, PartitionSpec())
+    S_pad = -(-S // n_dev) * n_dev
     caps, rigs = [], []
     for i, (cap, rig) in enumerate(subjects):
         cap = cap[0] if isinstance(cap, (list, tuple)) and len(cap) == 1 else cap
@@ -175,14 +219,16 @@ def fit_population(
         t_start=float(times[0]), t_end=float(times[-1]), free_base=tuple(n not in anchored for n in names),
         scale_prior=tuple(n != "overall" for n in model.scale_param_names), delta_px=float(huber_delta_px),
         offset_weight=float(offset_weight), base_weight=float(base_weight), scale_weight=float(scale_weight),
+        subjects=S, batch_pad=-batch_size % n_dev, split=split,
     )
+    subject_split = lambda x: jax.device_put(jnp.asarray(_padded(np.asarray(x), S_pad), dtype), split)
     v = PopulationVariables(
-        base=jnp.zeros((M, 3), dtype), control=jnp.stack(controls), log_scales=jnp.asarray(np.stack(log_scales), dtype),
-        offsets=jnp.zeros((S, M, 3), dtype),
+        base=jax.device_put(jnp.zeros((M, 3), dtype), whole), control=subject_split(np.stack(controls)),
+        log_scales=subject_split(np.stack(log_scales)), offsets=subject_split(np.zeros((S, M, 3))),
     )
-    stacked_rig = jax.tree_util.tree_map(lambda *x: jnp.stack([jnp.asarray(a, dtype) for a in x]), *rigs)
-    data = (stacked_rig, jnp.asarray(np.stack([c.keypoints for c in caps]), dtype),
-            jnp.asarray(np.stack([c.confidence for c in caps]), dtype), jnp.asarray(times, dtype))
+    stacked_rig = jax.tree_util.tree_map(lambda *x: subject_split(np.stack([np.asarray(a) for a in x])), *rigs)
+    data = (stacked_rig, subject_split(np.stack([c.keypoints for c in caps])),
+            subject_split(np.stack([c.confidence for c in caps])), jax.device_put(jnp.asarray(times, dtype), whole))
     opt_state = _OPTIMISER.init(v)
     rates = adam.learning_rates(adam.decay(lr, steps), steps)
     key = jax.random.PRNGKey(seed)
@@ -197,10 +243,11 @@ def fit_population(
         if progress is not None:
             progress(STAGE, i + 1, steps, {"loss": loss})
     base = np.asarray(v.base, float) * np.asarray(setup.free_base)[:, None] * float(learn_base)
+    control, log_scales, own = (np.asarray(x) for x in (v.control, v.log_scales, v.offsets))
     params, coords = [], []
     for s in range(S):
-        offsets = site_offsets(model, setup.site_ids, jnp.asarray(base + np.asarray(v.offsets[s], float)))
-        params.append(BodyParams(jnp.exp(v.log_scales[s]), offsets))
-        traj = trajectories.SplineTrajectory(cmap=cmap, control=v.control[s], t_start=setup.t_start, t_end=setup.t_end)
+        offsets = site_offsets(model, setup.site_ids, jnp.asarray(base + own[s].astype(float)))
+        params.append(BodyParams(jnp.exp(jnp.asarray(log_scales[s])), offsets))
+        traj = trajectories.SplineTrajectory(cmap=cmap, control=jnp.asarray(control[s]), t_start=setup.t_start, t_end=setup.t_end)
         coords.append(np.asarray(traj(jnp.asarray(times, dtype)), float))
     return PopulationResult(marker_set, base * OFFSET_UNIT_M, params, np.stack(coords), np.asarray(jnp.stack(history), float))

@@ -1,5 +1,6 @@
 """Environment and physics steps per second: our gait-imitation environment against brax's
-``humanoid`` and MuJoCo Playground's ``HumanoidWalk``, in the same process.
+``humanoid`` and MuJoCo Playground's ``HumanoidWalk``, in the same process, and against itself
+with one body for every trajectory (``per_person_body=False``) instead of each person's own.
 
 ``python benchmarks/env.py [--num-envs 64] [--steps 20] [--profile]``. Every environment runs on
 MJX (brax ``backend="mjx"``, Playground ``impl="jax"``), wrapped as its framework's PPO trains it
@@ -118,9 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     import env_registry
 
     ours = envs.get_environment(env_registry.BRAX_NAME, reference=args.reference)
+    # The same environment with one body for every trajectory, instead of each person's own.
+    one_body = envs.get_environment(env_registry.BRAX_NAME, reference=args.reference, per_person_body=False)
     humanoid = envs.get_environment("humanoid", backend="mjx")
     candidates = [
         ("ours (mjx_biomech_gait_imitation)", training.wrap(ours, episode_length=1000), ours.task.config.substeps),
+        ("ours, one body (per_person_body=False)", training.wrap(one_body, episode_length=1000), one_body.task.config.substeps),
         ("brax humanoid (mjx)", training.wrap(humanoid, episode_length=1000), humanoid._n_frames),
     ]
     if importlib.util.find_spec("mujoco_playground") is not None:
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         r["physics_steps_per_s"] = r["env_steps_per_s"] * substeps
         results[name] = r
         print(
-            f"{name:34s} compile {r['compile_s']:6.1f} s   {r['env_steps_per_s']:9.0f} env steps/s   "
+            f"{name:40s} compile {r['compile_s']:6.1f} s   {r['env_steps_per_s']:9.0f} env steps/s   "
             f"{r['physics_steps_per_s']:10.0f} physics steps/s ({substeps} per step)"
         )
     ours_r = results[candidates[0][0]]

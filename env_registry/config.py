@@ -32,6 +32,9 @@ class GaitImitationConfig:
         armature: least rotor inertia of the joints, kg·m² (numerical stability, see :mod:`.body`).
         max_speed: a state with a generalised velocity above this (rad/s, m/s) is unstable and ends
             the episode.
+        per_person_body: each trajectory is walked by its person's own body (the reference's
+            ``params``, see :mod:`.people`): segment sizes, masses and inertias, marker sites and
+            the tracking targets on them; False: the simulated body walks every trajectory.
         exp_alpha0, exp_alpha_*: weights of the exp-form reward (the paper's product form; α0 is
             not given by the paper); mse_*: weights of the MSE form (see :mod:`.tracking`).
     """
@@ -52,6 +55,7 @@ class GaitImitationConfig:
     solver_iterations: int = 1
     armature: float = 0.05
     max_speed: float = 100.0
+    per_person_body: bool = True
     exp_alpha0: float = 1.0
     exp_alpha_angle: float = 5.0
     exp_alpha_position: float = 2.5

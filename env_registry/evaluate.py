@@ -92,9 +92,9 @@ def rollout(env, policy, trajectory: int, seed: int = 0) -> dict:
     ``reward`` and ``residual_force`` (fraction of body weight) over the T − 1 steps; and ``end``,
     how the episode ended (one of :data:`ENDS`).
     """
-    d = env.data
     env.reset(seed=seed)  # seeds the observation noise
     obs, _ = env.reset_to(trajectory, 0, 0.0)
+    d = env.data  # the person's (reset_to picks it)
     record = {"qpos": [d.qpos.copy()], "reward": [], "residual_force": []}
     end = None
     while end is None:
@@ -117,12 +117,13 @@ class Gait(NamedTuple):
     foot_low: dict
 
 
-def gait_kinematics(task, qpos: np.ndarray) -> Gait:
-    """:class:`Gait` of the states ``qpos`` (T, nq) of the task's body (MuJoCo C kinematics)."""
+def gait_kinematics(task, qpos: np.ndarray, n: int) -> Gait:
+    """:class:`Gait` of the states ``qpos`` (T, nq) of the body of trajectory ``n``'s person
+    (MuJoCo C kinematics)."""
     import mujoco
 
     body = task.body
-    m = body.mj_model
+    m = task.person_model(n)
     d = mujoco.MjData(m)
     names = [m.geom(int(g)).name for g in body.foot_geoms]
     feet = {s: np.array([g for g, name in zip(body.foot_geoms, names) if name.endswith(f"_{s}")]) for s in SIDES}
@@ -143,7 +144,7 @@ def gait_kinematics(task, qpos: np.ndarray) -> Gait:
 def walking_direction(task, n: int) -> np.ndarray:
     """Unit horizontal (2,) direction of reference trajectory ``n``: the principal axis of its
     pelvis's horizontal path, signed along its displacement (:func:`metrics.walking_direction`)."""
-    pelvis = gait_kinematics(task, task.targets.qpos[n, : task.targets.lengths[n]]).pelvis
+    pelvis = gait_kinematics(task, task.targets.qpos[n, : task.targets.lengths[n]], n).pelvis
     try:
         return metrics.walking_direction(pelvis)
     except InputError as e:
@@ -196,7 +197,7 @@ def gait_report(task, sim: dict, n: int) -> dict:
         a, b = np.degrees(sim["qpos"][window, adr]), np.degrees(ref_qpos[window, adr])
         out[f"{joint}_rmse_deg"] = float(metrics.rmse(a, b))
         out[f"{joint}_bias_removed_rmse_deg"] = float(metrics.bias_removed_rmse(a, b))
-    gait, ref_gait = gait_kinematics(task, sim["qpos"]), gait_kinematics(task, ref_qpos)
+    gait, ref_gait = gait_kinematics(task, sim["qpos"], n), gait_kinematics(task, ref_qpos, n)
     events, ref_events = _events(gait, fps), _events(ref_gait, fps)
     strikes = {s: events[s].strike_frames[events[s].strike_frames >= SKIP_FRAMES] for s in SIDES}
     ref_strikes = {s: ref_events[s].strike_frames[ref_events[s].strike_frames >= SKIP_FRAMES] for s in SIDES}

@@ -6,6 +6,10 @@ It shares the task (body, reference, targets) and the observation, reward and co
 ``truncated`` is the end of the reference. ``info`` names how the step ended (``end``: None,
 ``"reference_end"``, ``"fall"``, ``"negative_reward"`` or ``"unstable"``) and the pelvis residual
 force as a fraction of body weight (``residual_force``).
+
+Each trajectory is walked by its person's body (``per_person_body``): an episode runs on the
+person's statically scaled MuJoCo model (``BiomechModel.to_mujoco``), compiled once per person and
+kept with its ``MjData``.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ class GaitImitationGymEnv(gym.Env):
         body = self.task.body
         self.model = body.mj_model
         self.data = mujoco.MjData(self.model)
+        # Per person's model (by identity): its MjData.
+        self._data = {id(self.model): self.data}
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.task.observation_size,), np.float64)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.task.action_size,), np.float32)
         self._joint_noise = np.zeros(self.model.nq, bool)
         self._joint_noise[self.task.non_pelvis_qpos] = True
-        self._foot_radius = self.model.geom_size[body.foot_geoms, 0]
         self._traj = 0
         self._frame = 0
 
@@ -51,13 +56,17 @@ class GaitImitationGymEnv(gym.Env):
     def reset_to(self, n: int, frame: int, noise: float):
         """Start at reference trajectory ``n``, ``frame``, with joint angles and velocities
         perturbed uniformly by ±``noise`` (rad, rad/s, m/s); returns ``(obs, info)``."""
-        m, d, t = self.model, self.data, self.task.targets
-        rng = self.np_random
+        self.model = m = self.task.person_model(n)
+        if id(m) not in self._data:
+            self._data[id(m)] = mujoco.MjData(m)
+        self.data = d = self._data[id(m)]
+        t, rng = self.task.targets, self.np_random
         mujoco.mj_resetData(m, d)
         d.qpos[:] = t.qpos[n, frame] + np.where(self._joint_noise, rng.uniform(-1, 1, m.nq), 0.0) * noise
         d.qvel[:] = t.qvel[n, frame] + rng.uniform(-1, 1, m.nv) * noise
         mujoco.mj_kinematics(m, d)
-        lowest = tracking.lowest_foot_point(d.geom_xpos[self.task.body.foot_geoms, 2], self._foot_radius)
+        foot = self.task.body.foot_geoms
+        lowest = tracking.lowest_foot_point(d.geom_xpos[foot, 2], m.geom_size[foot, 0])
         d.qpos[self.task.pelvis_ty_qpos] += max(-lowest, 0.0)
         d.userdata[:] = (n, frame)
         mujoco.mj_forward(m, d)
@@ -87,7 +96,7 @@ class GaitImitationGymEnv(gym.Env):
                else "reference_end" if truncated else None)  # fmt: skip
         info = {"trajectory": n, "frame": frame, "angle_error": float(errors.angle),
                 "position_error": float(errors.position), "velocity_error": float(errors.velocity),
-                "residual_force": float(task.residual_force_fraction(d.ctrl)), "end": end}  # fmt: skip
+                "residual_force": float(task.residual_force_fraction(d.ctrl, task.weight(m.body_mass))), "end": end}  # fmt: skip
         return self._observation(), reward if stable else 0.0, terminated, truncated, info
 
     def _observation(self) -> np.ndarray:

@@ -13,6 +13,11 @@ start forever. So each step draws a fresh start from the random key carried in
 ``info["rng"]`` and puts it in the kept state's place; the wrapper uses it only where the
 episode ends (by this environment's rules or by a wrapper's time limit).
 
+Each trajectory is walked by its person's body (``per_person_body``, :mod:`.people`): the fields
+of the ``mjx.Model`` that the core's dynamic MJX scaling changes (geometry, masses, inertias and
+the constants derived from them) are computed once per person and stacked; a step takes those
+of its trajectory's person (from ``userdata``), so every person runs in the one compiled step.
+
 Episodes start at a random trajectory and frame (joint angles and velocities perturbed by
 ``reset_noise``, the body lifted so that no foot is below the floor) and end when the reference
 runs out of frames, the reward turns negative, the pelvis falls below ``fall_fraction`` of the
@@ -30,7 +35,7 @@ import numpy as np
 from brax.envs.base import Env, State
 from mujoco import mjx
 
-from . import tracking
+from . import people, tracking
 from .config import GaitImitationConfig
 from .task import GaitTask, make_task
 
@@ -55,12 +60,13 @@ class GaitImitationEnv(Env):
         self.task = task if task is not None else make_task(config, reference, **overrides)
         t, body = self.task.targets, self.task.body
         self.sys = mjx.put_model(body.mj_model)
+        # (N, ...) per person, the mjx.Model fields that differ between the people.
+        self._people = people.mjx_fields(body, self.sys, self.task.params)
         # The per-frame targets as device arrays, indexed by traced (trajectory, frame); the index
         # tables (sites, qpos addresses) stay NumPy, static under jit.
         self._targets = dataclasses.replace(t, **{k: jnp.asarray(getattr(t, k)) for k in _FRAME_TARGETS})
         self._joint_noise = np.zeros(body.mj_model.nq, bool)
         self._joint_noise[self.task.non_pelvis_qpos] = True
-        self._foot_radius = jnp.asarray(body.mj_model.geom_size[body.foot_geoms, 0])
 
     # ------------------------------------------------------------------ brax Env
     @property
@@ -95,15 +101,16 @@ class GaitImitationEnv(Env):
         qpos = self._targets.qpos[n, frame]
         qpos = qpos + jnp.where(self._joint_noise, jax.random.uniform(k_q, qpos.shape, minval=-1, maxval=1), 0.0) * noise
         qvel = self._targets.qvel[n, frame] + jax.random.uniform(k_v, (body.mj_model.nv,), minval=-1, maxval=1) * noise
-        data = mjx.make_data(self.sys)
+        sys = self.person_system(n)
+        data = mjx.make_data(sys)
         data = data.replace(qpos=qpos.astype(data.qpos.dtype), qvel=qvel.astype(data.qvel.dtype))
-        data = mjx.kinematics(self.sys, data)
-        lowest = tracking.lowest_foot_point(data.geom_xpos[body.foot_geoms, 2], self._foot_radius)
+        data = mjx.kinematics(sys, data)
+        lowest = tracking.lowest_foot_point(data.geom_xpos[body.foot_geoms, 2], sys.geom_size[body.foot_geoms, 0])
         data = data.replace(
             qpos=data.qpos.at[self.task.pelvis_ty_qpos].add(jnp.maximum(-lowest, 0.0)),
             userdata=jnp.stack([n, frame]).astype(data.userdata.dtype),
         )
-        data = self._kinematics(data)
+        data = self._kinematics(sys, data)
         obs = self._observation(data, n, frame, k_obs)
         zero = jnp.zeros(())
         metrics = {name: zero for name in _METRICS}
@@ -114,17 +121,18 @@ class GaitImitationEnv(Env):
         task, body, c = self.task, self.task.body, self.task.config
         data0 = state.pipeline_state
         keypoints0 = data0.site_xpos[task.targets.keypoint_sites]
+        n = data0.userdata[0].astype(jnp.int32)
+        sys = self.person_system(n)
 
         def physics_step(data, _):
             u = task.controls(action, data.qpos[body.joint_qpos], data.qvel[body.joint_qvel])
             ctrl = jnp.zeros(body.mj_model.nu, data.ctrl.dtype)
             ctrl = ctrl.at[body.joint_actuators].set(u[: task.num_joints]).at[body.pelvis_actuators].set(u[task.num_joints :])
-            return mjx.step(self.sys, data.replace(ctrl=ctrl)), None
+            return mjx.step(sys, data.replace(ctrl=ctrl)), None
 
         data, _ = jax.lax.scan(physics_step, data0, None, length=c.substeps)
         # mjx.step leaves positions of the state before integration; recompute them for the new state.
-        data = self._kinematics(data)
-        n = data.userdata[0].astype(jnp.int32)
+        data = self._kinematics(sys, data)
         frame = data.userdata[1].astype(jnp.int32) + 1
         data = data.replace(userdata=data.userdata.at[1].add(1))
         errors = task.step_errors(self._targets, n, frame, data.qpos, data.site_xpos[task.targets.keypoint_sites], keypoints0)
@@ -140,7 +148,7 @@ class GaitImitationEnv(Env):
             "position_error": errors.position,
             "velocity_error": errors.velocity,
             "frame": frame.astype(reward.dtype),
-            "residual_force_per_step": task.residual_force_fraction(data.ctrl),
+            "residual_force_per_step": task.residual_force_fraction(data.ctrl, task.weight(sys.body_mass)),
             "fallen": fallen & stable,
             "unstable": ~stable,
         }
@@ -157,6 +165,10 @@ class GaitImitationEnv(Env):
         )
 
     # ------------------------------------------------------------------ helpers
+    def person_system(self, n) -> mjx.Model:
+        """The ``mjx.Model`` of trajectory ``n``'s person (``n`` may be traced)."""
+        return self.sys.replace(**{k: v[n] for k, v in self._people.items()}) if self._people else self.sys
+
     def _fresh_start(self, info: dict, key) -> dict:
         """The auto-reset wrapper's kept first state and observation (if ``info`` has them),
         replaced by a fresh start."""
@@ -166,13 +178,14 @@ class GaitImitationEnv(Env):
         fresh = self.reset(key)
         return {k: v for data, obs in kept for k, v in ((data, fresh.pipeline_state), (obs, fresh.obs))}
 
-    def _kinematics(self, data):
+    @staticmethod
+    def _kinematics(sys, data):
         """Body and site poses and body velocities of ``data.qpos, data.qvel``: what the
         observation and the reward read (a full ``mjx.forward`` would also compile collisions
         and the constraint solver a second time)."""
-        data = mjx.kinematics(self.sys, data)
-        data = mjx.com_pos(self.sys, data)
-        return mjx.com_vel(self.sys, data)
+        data = mjx.kinematics(sys, data)
+        data = mjx.com_pos(sys, data)
+        return mjx.com_vel(sys, data)
 
     def _observation(self, data, n, frame, key) -> jax.Array:
         task, body, c = self.task, self.task.body, self.task.config

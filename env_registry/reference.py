@@ -6,13 +6,17 @@ Sources: an OpenSim .mot file (``converters.mot``), a fit result folder (every .
 Coordinates are matched to the simulated body by OpenSim name; columns the body lacks (the upper
 body of a lower-body model) are ignored. Files are resampled to the control rate.
 
-Each trajectory carries the standing height of its person, which scales the observations and
-rewards: a synthetic walker's is its model's; a fit result folder's is that of the scaled model
-it holds (``model_scaled.xml``); a lone .mot file's, unknown, is the simulated body's.
+Each trajectory carries its person (:mod:`.people`): the :class:`~mjx_biomech.BodyParams` of the
+simulated body that walks it, and that body's standing height, which scales the observations and
+rewards. A synthetic walker is a random person (:func:`mjx_biomech.capture.synthetic.person`)
+walking on their own feet; a fit result folder's person has the scales in its ``report.json``
+and the marker sites of its ``model_scaled.xml``; a lone .mot file names no person (None: the
+simulated body itself, or the given height).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +24,10 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from mjx_biomech.body.params import BodyParams
 from mjx_biomech.errors import InputError
 
+from . import people
 from .body import Body
 from .tracking import KEYPOINT_SET, KEYPOINTS, PELVIS_KEYPOINT, SAGITTAL_COORDINATES
 
@@ -37,6 +43,9 @@ class Reference:
         fps: frames per second.
         names: (N,) a label per trajectory (file name or "synthetic:<seed>").
         heights: (N,) standing height of each trajectory's person, m.
+        params: each trajectory's person on the simulated body, scales (N, P) and offsets
+            (N, S, 3) (:mod:`.people`); None when no trajectory names its person (the simulated
+            body itself walks them).
     """
 
     coords: np.ndarray
@@ -44,6 +53,7 @@ class Reference:
     fps: float
     names: tuple[str, ...]
     heights: np.ndarray
+    params: BodyParams | None = None
 
     @property
     def num_trajectories(self) -> int:
@@ -52,12 +62,15 @@ class Reference:
     def select(self, indices) -> Reference:
         """The trajectories at ``indices`` (e.g. a held-out split)."""
         idx = np.atleast_1d(np.asarray(indices, dtype=int))
-        return Reference(self.coords[idx], self.lengths[idx], self.fps, tuple(self.names[i] for i in idx), self.heights[idx])
+        params = None if self.params is None else people.person(self.params, idx)
+        return Reference(self.coords[idx], self.lengths[idx], self.fps, tuple(self.names[i] for i in idx), self.heights[idx], params)
 
 
-def stack(trajectories: list[np.ndarray], fps: float, heights, names: list[str] | None = None) -> Reference:
+def stack(
+    trajectories: list[np.ndarray], fps: float, heights, names: list[str] | None = None, params: BodyParams | None = None
+) -> Reference:
     """Stack (T_i, C) trajectories into a padded :class:`Reference`; ``heights`` (N,) or one
-    value, m, are their people's standing heights."""
+    value, m, are their people's standing heights, ``params`` their people (see :class:`Reference`)."""
     if not trajectories:
         raise InputError("reference: no trajectories given")
     heights = np.broadcast_to(np.asarray(heights, dtype=float), (len(trajectories),)).copy()
@@ -70,7 +83,7 @@ def stack(trajectories: list[np.ndarray], fps: float, heights, names: list[str] 
     lengths = np.array([len(t) for t in trajectories], dtype=int)
     coords = np.stack([np.concatenate([t, np.repeat(t[-1:], lengths.max() - len(t), axis=0)]) for t in trajectories])
     names = names or [f"trajectory_{i}" for i in range(len(trajectories))]
-    return Reference(coords.astype(float), lengths, float(fps), tuple(names), heights)
+    return Reference(coords.astype(float), lengths, float(fps), tuple(names), heights, params)
 
 
 def _match_columns(body: Body, names: tuple[str, ...], values: np.ndarray, source: str) -> np.ndarray:
@@ -87,9 +100,10 @@ def _resample(times: np.ndarray, values: np.ndarray, fps: float) -> np.ndarray:
     return np.stack([np.interp(grid, times, values[:, j]) for j in range(values.shape[1])], axis=1)
 
 
-def from_mot(paths, body: Body, fps: float, height: float | None = None) -> Reference:
-    """One trajectory per .mot/.sto file, resampled to ``fps`` (linear interpolation); the person's
-    standing ``height`` (m) defaults to the body's."""
+def from_mot(paths, body: Body, fps: float, height: float | None = None, params: BodyParams | None = None) -> Reference:
+    """One trajectory per .mot/.sto file, resampled to ``fps`` (linear interpolation); ``params``
+    are their people (stacked, see :class:`Reference`), whose standing heights they give;
+    without them the standing ``height`` (m) defaults to the body's."""
     from converters import mot
 
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
@@ -99,33 +113,64 @@ def from_mot(paths, body: Body, fps: float, height: float | None = None) -> Refe
         table = mot.read_mot(path)
         table = table.to_internal([n for n in table.names if n in rotational])
         trajectories.append(_resample(table.times, _match_columns(body, table.names, table.values, str(path)), fps))
-    return stack(trajectories, fps, body.height if height is None else height, [p.name for p in paths])
+    if params is not None:
+        height = people.heights(body, params)
+    return stack(trajectories, fps, body.height if height is None else height, [p.name for p in paths], params)
 
 
 def from_fit_folder(folder, body: Body, fps: float) -> Reference:
-    """Every .mot file in a fit result folder (``mjx-biomech fit`` writes ``<trial>.mot``), with
-    the standing height of the scaled model there (``model_scaled.xml``), if any."""
+    """Every .mot file in a fit result folder (``mjx-biomech fit`` and ``scale`` write
+    ``<trial>.mot``), walked by the folder's person: the scale parameters of its ``report.json``
+    (``scale_params``, or ``scales.parameters``) mapped onto the simulated body by name, and the
+    marker sites of its ``model_scaled.xml`` (:func:`.people.params_from_scales`,
+    :func:`.people.marker_offsets`). Without a report the person is unknown: the simulated body
+    walks, with the standing height of ``model_scaled.xml`` if there is one."""
     folder = Path(folder)
     files = sorted(folder.glob("*.mot"))
     if not files:
         raise InputError(f"{folder}: no .mot file in this fit result folder")
-    scaled = folder / "model_scaled.xml"
-    height = None
+    scaled, report = folder / "model_scaled.xml", folder / "report.json"
+    person_model = None
     if scaled.exists():
         import mjx_biomech
 
-        height = mjx_biomech.load_model(scaled).standing_height()
-    return from_mot(files, body, fps, height)
+        person_model = mjx_biomech.load_model(scaled)
+    if not report.exists():
+        return from_mot(files, body, fps, None if person_model is None else person_model.standing_height())
+    try:
+        content = json.loads(report.read_text())
+        values = content["scale_params"] if "scale_params" in content else content["scales"]["parameters"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{report}: expected JSON with 'scale_params' or 'scales.parameters' (name -> scale): {e}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{report}: the scale parameters must be an object of name -> scale")
+    params = people.params_from_scales(body, values, str(report))
+    if person_model is not None:
+        params = params.replace(offsets=people.marker_offsets(body, params, person_model.mj_model))
+    return from_mot(files, body, fps, params=people.stack([params] * len(files)))
+
+
+# A synthetic walker's scale parameters (left and right tied): each 1 ± up to 6 %.
+_PERSON_SCALE_RANGE = (0.0, 0.06)
 
 
 def synthetic(body: Body, fps: float, num: int = 4, first_seed: int = 0, duration: float = 4.0, speed: float = 1.3) -> Reference:
-    """``num`` synthetic walks with seeds ``first_seed`` … ``first_seed + num − 1`` (people whose
-    joint curves differ by a few percent; other seeds give held-out people)."""
+    """``num`` synthetic walks with seeds ``first_seed`` … ``first_seed + num − 1``: people whose
+    joint curves differ by a few percent (other seeds give held-out people), each with their
+    own body (:func:`mjx_biomech.capture.synthetic.person` on the body's scale groups, left and
+    right tied) and feet on the floor of it."""
     from mjx_biomech.capture import synthetic as synth
 
     seeds = range(first_seed, first_seed + num)
-    trajectories = [synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=s)[1] for s in seeds]
-    return stack(trajectories, fps, body.height, [f"synthetic:seed{s}" for s in seeds])
+    tied = body.model.with_scale_groups(tie_left_right=True)
+    persons, trajectories = [], []
+    for s in seeds:
+        # Its own random stream: the body does not follow the gait variation drawn from ``s``.
+        drawn = synth.person(tied, seed=np.random.default_rng([s, 1]), scale_range=_PERSON_SCALE_RANGE)
+        persons.append(people.params_from_scales(body, dict(zip(tied.scale_param_names, np.asarray(drawn.scales))), f"synthetic:seed{s}"))
+        trajectories.append(synth.walking(body.model, duration=duration, fps=fps, speed=speed, seed=s, params=persons[-1])[1])
+    params = people.stack(persons)
+    return stack(trajectories, fps, people.heights(body, params), [f"synthetic:seed{s}" for s in seeds], params)
 
 
 def load_reference(source, body: Body, fps: float) -> Reference:
@@ -198,9 +243,11 @@ def frames_needed(future_frames: int) -> int:
     return future_frames + 2
 
 
-def targets(reference: Reference, body: Body, future_frames: int) -> Targets:
+def targets(reference: Reference, body: Body, future_frames: int, models: people.PersonModels | None = None) -> Targets:
     """Tracking targets of ``reference`` on ``body``; every trajectory must have at least
-    :func:`frames_needed` frames."""
+    :func:`frames_needed` frames. With ``models`` (:class:`.people.PersonModels` of ``body``),
+    each trajectory's targets are those of its person's body (``reference.params``); without,
+    of ``body`` itself."""
     need = frames_needed(future_frames)
     short = [(reference.names[i], int(n)) for i, n in enumerate(reference.lengths) if n < need]
     if short:
@@ -215,21 +262,25 @@ def targets(reference: Reference, body: Body, future_frames: int) -> Targets:
     import jax
 
     model = body.model
-    params = model.default_params()
-    n, t, c = reference.coords.shape
-    qpos = np.asarray(jax.vmap(lambda q: model.coords_to_qpos(q, params))(reference.coords.reshape(n * t, c)))
+    n, t, _ = reference.coords.shape
+    params = people.identity(body, n) if models is None or reference.params is None else reference.params
+    qpos = np.asarray(
+        jax.vmap(lambda coords, s, o: jax.vmap(lambda q: model.coords_to_qpos(q, BodyParams(s, o)))(coords))(
+            reference.coords, np.asarray(params.scales), np.asarray(params.offsets)
+        )
+    )
     names, sites, pelvis = keypoint_table(body)
+    keypoints = np.empty((n, t, len(sites), 3))
+    pelvis_height = np.empty((n, t))
+    for i in range(n):
+        m = body.mj_model if models is None else models(people.person(params, i))
+        d = mujoco.MjData(m)
+        for k in range(t):
+            d.qpos[:] = qpos[i, k]
+            mujoco.mj_kinematics(m, d)
+            keypoints[i, k] = d.site_xpos[sites]
+            pelvis_height[i, k] = d.xpos[body.pelvis_body, 2]
     m = body.mj_model
-    d = mujoco.MjData(m)
-    keypoints = np.empty((n * t, len(sites), 3))
-    pelvis_height = np.empty(n * t)
-    for i, q in enumerate(qpos):
-        d.qpos[:] = q
-        mujoco.mj_kinematics(m, d)
-        keypoints[i] = d.site_xpos[sites]
-        pelvis_height[i] = d.xpos[body.pelvis_body, 2]
-    qpos = qpos.reshape(n, t, -1)
-    keypoints = keypoints.reshape(n, t, len(sites), 3)
     qvel = np.empty((n, t, m.nv))
     for i in range(n):
         for k in range(t):
@@ -244,7 +295,7 @@ def targets(reference: Reference, body: Body, future_frames: int) -> Targets:
         keypoints=keypoints,
         keypoint_velocity=kvel,
         angles=qpos[..., angle_qpos],
-        pelvis_height=pelvis_height.reshape(n, t),
+        pelvis_height=pelvis_height,
         lengths=reference.lengths.copy(),
         heights=reference.heights.copy(),
         keypoint_names=names,

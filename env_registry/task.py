@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
+from mjx_biomech.body.params import BodyParams
 from mjx_biomech.errors import InputError
 
-from . import tracking
+from . import people, tracking
 from .body import PELVIS_COORDINATES, Body, build_body
 from .config import GaitImitationConfig
 from .reference import Reference, Targets, frames_needed, load_reference, targets
@@ -18,12 +20,18 @@ from .reference import Reference, Targets, frames_needed, load_reference, target
 
 @dataclass(frozen=True)
 class GaitTask:
-    """Everything an environment needs, as NumPy arrays (see :class:`.reference.Targets`)."""
+    """Everything an environment needs, as NumPy arrays (see :class:`.reference.Targets`).
+
+    ``params`` are the trajectories' people (stacked, :mod:`.people`): the reference's, or the
+    simulated body itself for every trajectory when ``config.per_person_body`` is off or the
+    reference names no person. ``models`` compiles and keeps their MuJoCo models."""
 
     config: GaitImitationConfig
     body: Body
     reference: Reference
     targets: Targets
+    params: BodyParams
+    models: people.PersonModels = dataclasses.field(compare=False, repr=False)
 
     @property
     def num_joints(self) -> int:
@@ -59,13 +67,22 @@ class GaitTask:
     @property
     def body_weight(self) -> float:
         """Weight of the simulated body, N."""
-        m = self.body.mj_model
-        return float(m.body_mass.sum() * np.linalg.norm(m.opt.gravity))
+        return self.weight(self.body.mj_model.body_mass)
 
-    def residual_force_fraction(self, ctrl):
+    def weight(self, body_mass) -> float:
+        """Weight (N) of a body of segment masses ``body_mass`` (nbody,) kg."""
+        return body_mass.sum() * float(np.linalg.norm(self.body.mj_model.opt.gravity))
+
+    def person_model(self, n: int) -> mujoco.MjModel:
+        """The MuJoCo model of trajectory ``n``'s person (the simulated body itself when
+        ``config.per_person_body`` is off), compiled once per person."""
+        return self.models(people.person(self.params, n))
+
+    def residual_force_fraction(self, ctrl, body_weight=None):
         """Magnitude of the pelvis residual force from the motor controls ``ctrl`` (nu,), as a
-        fraction of body weight."""
-        return tracking.residual_force_fraction(ctrl[self.body.pelvis_actuators[:3]], self.config.residual_force, self.body_weight)
+        fraction of ``body_weight`` (N; default the simulated body's)."""
+        weight = self.body_weight if body_weight is None else body_weight
+        return tracking.residual_force_fraction(ctrl[self.body.pelvis_actuators[:3]], self.config.residual_force, weight)
 
     def last_start(self, length):
         """The last frame an episode may start at, or step from, on a trajectory of ``length`` frames."""
@@ -144,4 +161,10 @@ def make_task(config: GaitImitationConfig | None = None, reference="synthetic", 
     ref = load_reference(reference, body, config.fps)
     if abs(ref.fps - config.fps) > 1e-9:
         raise InputError(f"reference: {ref.fps} frames/s; the environment runs at fps={config.fps}")
-    return GaitTask(config, body, ref, targets(ref, body, config.future_frames))
+    n = ref.num_trajectories
+    if ref.params is not None:
+        ref = dataclasses.replace(ref, params=people.check(body, ref.params, n, "reference"))
+    own = config.per_person_body and ref.params is not None
+    params = ref.params if own else people.identity(body, n)
+    models = people.PersonModels(body)
+    return GaitTask(config, body, ref, targets(ref, body, config.future_frames, models if own else None), params, models)

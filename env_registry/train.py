@@ -150,6 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--future-frames", type=int, help="future reference frames observed (default: the config's)")
     parser.add_argument("--residual-force", type=float, help="N per unit control of the pelvis translation motors (default: the config's)")
     parser.add_argument("--residual-torque", type=float, help="N·m per unit control of the pelvis rotation motors (default: the config's)")
+    parser.add_argument("--one-body", action="store_true",
+                        help="the unscaled body walks every trajectory (default: each person's own body)")
     parser.add_argument("--num-envs", type=int, help="parallel environments (default: the config's)")
     parser.add_argument("--episode-length", type=int, help="control steps before a training episode is cut (default: the config's)")
     parser.add_argument("--eval-episodes", type=int,
@@ -180,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("reward", "control", "future_frames", "residual_force", "residual_torque"):
         if getattr(args, name) is not None:
             env_fields[name] = getattr(args, name)
+    if args.one_body:
+        env_fields["per_person_body"] = False
     env_config = GaitImitationConfig(**env_fields)
     from .mjx_env import GaitImitationEnv
 

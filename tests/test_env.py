@@ -33,9 +33,11 @@ SAGITTAL = ("hip_flexion_r", "knee_angle_r", "ankle_angle_r", "hip_flexion_l", "
 
 @pytest.fixture(scope="module")
 def task():
-    body_task = make_task(GaitImitationConfig(future_frames=2), reference="synthetic:2")
+    # One body for every trajectory (each person's own body: tests/test_env_person.py).
+    config = GaitImitationConfig(future_frames=2, per_person_body=False)
+    body_task = make_task(config, reference="synthetic:2")
     people = dataclasses.replace(body_task.reference, heights=np.array(HEIGHTS))
-    return make_task(GaitImitationConfig(future_frames=2), reference=people)
+    return make_task(config, reference=people)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The gait evaluator scores the reference motion, fed in as a perfect rollout, perfectly: joint
 RMSE 0, every foot strike matched with 0 ms error, and step length, step width and walking speed
 equal to values computed here independently from the reference's heel positions (MuJoCo's C
-kinematics on the reference coordinates, set joint by joint by name)."""
+kinematics of each walker's own statically scaled body on the reference coordinates)."""
 
 import mujoco
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("brax", reason="brax is not installed")
 pytest.importorskip("gymnasium", reason="gymnasium is not installed")
 
-from env_registry import evaluate  # noqa: E402
+from env_registry import evaluate, people  # noqa: E402
 from env_registry.config import GaitImitationConfig  # noqa: E402
 from env_registry.gym_env import GaitImitationGymEnv  # noqa: E402
 from env_registry.task import make_task  # noqa: E402
@@ -33,14 +33,15 @@ def _perfect_rollout(task, n, lag=0):
 
 
 def _reference_feet(task, n, frames):
-    """Heel sphere centres (T, 3) per side and the pelvis (T, 3), m, from the reference coordinates."""
-    m = task.body.mj_model
+    """Heel sphere centres (T, 3) per side and the pelvis (T, 3), m, from the reference coordinates
+    on the walker's own body."""
+    params = people.person(task.reference.params, n)
+    m = task.body.model.to_mujoco(params)
     d = mujoco.MjData(m)
     heel = {s: np.empty((frames, 3)) for s in "rl"}
     pelvis = np.empty((frames, 3))
     for k in range(frames):
-        for name, value in zip(task.body.model.coordinate_names, task.reference.coords[n, k]):
-            d.qpos[m.jnt_qposadr[m.joint(name).id]] = value
+        d.qpos[:] = np.asarray(task.body.model.coords_to_qpos(task.reference.coords[n, k], params))
         mujoco.mj_kinematics(m, d)
         for s in "rl":
             heel[s][k] = d.geom_xpos[m.geom(f"foot_contact_heel_{s}").id]
@@ -59,7 +60,7 @@ def test_reference_as_rollout_scores_perfectly(task, n):
 
     # Strikes: the synthetic walker's right heel strikes at whole gait cycles, its left half a
     # cycle later; each is found within one frame, and matched to itself with 0 ms error.
-    stride_frames = 120.0 / synthetic.default_cadence(task.body.model, SPEED) * FPS
+    stride_frames = 120.0 / synthetic.default_cadence(task.body.model, SPEED, people.person(task.reference.params, n)) * FPS
     for side, offset in (("r", 0.0), ("l", 0.5)):
         nominal = (np.arange(10) + offset) * stride_frames
         nominal = nominal[(nominal >= evaluate.SKIP_FRAMES) & (nominal < frames - 1)]
@@ -93,7 +94,7 @@ def test_reference_as_rollout_scores_perfectly(task, n):
         np.testing.assert_allclose(report[f"{prefix}walking_speed_per_cycle_mps"], speed, atol=1e-9)
     assert report["walking_speed_error_pct"] == 0.0
     assert abs(np.mean(speed) / SPEED - 1) < 0.03
-    assert 0.5 < np.mean(length) < 0.8  # a step of about 0.4 × the 1.75 m standing height
+    assert 0.5 < np.mean(length) < 0.8  # a step of about 0.4 × the standing height (1.75 m ± 10 %)
 
 
 def test_a_rollout_three_frames_late_strikes_100_ms_late(task):
@@ -122,5 +123,5 @@ def test_rollout_on_mujoco_c_records_its_end_and_residual_force(task):
     sim = evaluate.rollout(env, lambda obs: lift, 0)
     assert sim["end"] in evaluate.ENDS
     assert len(sim["qpos"]) == len(sim["reward"]) + 1 == len(sim["residual_force"]) + 1
-    weight = task.body.mj_model.body_mass.sum() * 9.81
+    weight = task.person_model(0).body_mass.sum() * 9.81  # the walker's own body
     np.testing.assert_allclose(sim["residual_force"], 0.5 * task.config.residual_force / weight, rtol=1e-3)

@@ -105,9 +105,9 @@ def _rng(seed) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def default_cadence(model, speed: float) -> float:
-    """Steps per minute at ``speed`` (m/s) for a model of this standing height."""
-    return 60.0 * speed / (_STEP_PER_HEIGHT * model.standing_height())
+def default_cadence(model, speed: float, params: BodyParams | None = None) -> float:
+    """Steps per minute at ``speed`` (m/s) for a model (the person ``params``) of this standing height."""
+    return 60.0 * speed / (_STEP_PER_HEIGHT * model.standing_height(params))
 
 
 def walking(
@@ -118,6 +118,7 @@ def walking(
     cadence: float | None = None,
     seed: int | np.random.Generator | None = None,
     x0: float | None = None,
+    params: BodyParams | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normative level walking along +X.
 
@@ -140,6 +141,8 @@ def walking(
         seed: None for the normative curves; otherwise amplitudes vary by ±8 % and offsets by
             ±2° per joint, as between people.
         x0: starting ``pelvis_tx`` (m).
+        params: the person walking (default: the unscaled model): the feet are put on the floor
+            of their statically scaled model, and the default cadence follows their height.
 
     Returns:
         ``times`` (T,) seconds from 0 and ``coords`` (T, C) radians/metres in
@@ -147,7 +150,7 @@ def walking(
     """
     if not (duration > 0 and fps > 0 and speed >= 0):
         raise InputError(f"walking: expected duration > 0, fps > 0 and speed >= 0, got {duration}, {fps}, {speed}")
-    cadence = default_cadence(model, speed) if cadence is None else float(cadence)
+    cadence = default_cadence(model, speed, params) if cadence is None else float(cadence)
     if cadence <= 0:
         raise InputError(f"walking: cadence must be positive steps/min, got {cadence}")
     times = np.arange(int(round(duration * fps))) / fps
@@ -165,7 +168,7 @@ def walking(
     if "pelvis_tx" in index:
         coords[:, index["pelvis_tx"]] = start + speed * times
     if "pelvis_ty" in index:
-        cols, corrections = _ground_contact(model, variation)
+        cols, corrections = _ground_contact(model, variation, params)
         grid = np.arange(_CYCLE_SAMPLES) / _CYCLE_SAMPLES
         for col, c in zip(cols, corrections.T):
             coords[:, col] += np.interp(np.mod(phase, 1.0), grid, c, period=1.0)
@@ -216,15 +219,16 @@ def in_stance(phase: np.ndarray) -> np.ndarray:
     return own < STANCE_FRACTION
 
 
-def _ground_contact(model, variation: dict | None) -> tuple[list[int], np.ndarray]:
+def _ground_contact(model, variation: dict | None, params: BodyParams | None = None) -> tuple[list[int], np.ndarray]:
     """Coordinate columns and their corrections (N, len(columns)) at the gait phases
     ``arange(N) / N`` that put the walk on the floor (z = 0).
 
     With foot contact spheres (:func:`foot_geoms`), the pelvis height, knees and ankles change by
     the least (smooth over the cycle) that puts each foot's lowest point on the floor while it is
     in stance (:func:`in_stance`) and keeps it above a clearance in swing (``_SWING_CLEARANCE_M``):
-    a least-squares problem over all N samples, solved on MuJoCo's C kinematics. Without them only the pelvis height
-    moves, keeping the lowest site at its standing height.
+    a least-squares problem over all N samples, solved on MuJoCo's C kinematics (of the person
+    ``params``, default unscaled). Without them only the pelvis height moves, keeping the lowest
+    site at its standing height.
     """
     names = model.coordinate_names
     neutral = model.neutral_coordinates()
@@ -233,9 +237,9 @@ def _ground_contact(model, variation: dict | None) -> tuple[list[int], np.ndarra
     angles = _gait_angles(model, cycle, variation)
     poses = np.where(np.isnan(angles), neutral, angles)
     lo, hi = model.coordinate_ranges.T
-    params = model.default_params()
+    m = model.mj_model if params is None else model.to_mujoco(params)
+    params = model.default_params() if params is None else params
     to_qpos = jax.jit(jax.vmap(lambda q: model.coords_to_qpos(q, params)))
-    m = model.mj_model
     data = mujoco.MjData(m)
     feet = foot_geoms(model)
 

@@ -2,7 +2,8 @@
 OpenSim and MuJoCo read (DESIGN.md, "Outputs of a fit").
 
 :func:`save` writes, atomically and without removing other files there: ``<trial>.mot``
-(coordinates, OpenSim names, rotations in degrees), ``<trial>_markers.trc`` (model markers,
+(coordinates, OpenSim names, rotations in degrees), ``<trial>_std.sto`` (their standard
+errors, same units and columns, when the fit computed them), ``<trial>_markers.trc`` (model markers,
 OpenSim Y-up), ``model_scaled.xml`` (MuJoCo), ``model_scaled.osim`` (OpenSim, when the converter
 supports the model; otherwise a note in the report), ``calibration_refined.toml``,
 ``report.json`` (every metric) and ``plots/*.png``.
@@ -30,7 +31,7 @@ from mjx_biomech.io import atomic_write, write_text_atomic
 def save(result: FitResult, folder: str | os.PathLike, truth: dict | None = None) -> Path:
     """Write every output of ``result`` to ``folder`` (created if needed; see the module
     docstring). ``truth`` (from :func:`mjx_biomech.analysis.results.truth_metrics`) is added to
-    the report, its scalars also at the top level. Returns the folder.
+    the report, its scalars and per-group scale errors and σ also at the top level. Returns the folder.
 
     The motion, markers, models, calibration and report are always written; a figure that
     fails is named in the report's ``notes`` (and ``plot_failures``) instead of stopping the
@@ -54,6 +55,10 @@ def save(result: FitResult, folder: str | os.PathLike, truth: dict | None = None
         trc_path = trc.write_trc(folder / f"{stem}_markers.trc", trial.times, marker_names, result.markers(i),
                                  z_up_input=True, data_rate=trial.capture.fps)
         files["trials"][trial.name] = {"mot": mot_path.name, "trc": trc_path.name}
+        if trial.coords_std is not None:
+            std_path = mot.write_mot(folder / f"{stem}_std.sto", trial.times, model.coordinate_names, trial.coords_std,
+                                     rotational, name="Standard errors of the coordinates")
+            files["trials"][trial.name]["std"] = std_path.name
     files["model_mjcf"] = model.to_mjcf(result.params, folder / "model_scaled.xml").name
     try:
         path = osim.export(model, result.params, folder / "model_scaled.osim")
@@ -74,9 +79,11 @@ def save(result: FitResult, folder: str | os.PathLike, truth: dict | None = None
         "metrics": result.metrics,
         "files": files,
     }
+    if result.uncertainty is not None:
+        report["uncertainty"] = uncertainty_report(result)
     if truth is not None:
         report["truth"] = truth
-        report.update({k: v for k, v in truth.items() if not isinstance(v, dict)})
+        report.update({k: v for k, v in truth.items() if not isinstance(v, dict) or k in ("scale_error_pct", "scale_sigma_pct")})
     report["gc5"] = result.metrics.get("gc5")
     if failed:
         report["plot_failures"] = failed
@@ -84,6 +91,38 @@ def save(result: FitResult, folder: str | os.PathLike, truth: dict | None = None
         report["notes"] = notes
     write_text_atomic(folder / "report.json", json.dumps(_jsonable(report), indent=2))
     return folder
+
+
+def uncertainty_report(result: FitResult) -> dict:
+    """The standard errors of a fit for ``report.json``: the noise estimate and degrees of
+    freedom, per scale group its σ in percent (``scale_sigma_pct``), per marker its offset's σ
+    (``offset_sigma_mm``, x y z), per camera its rotation (degrees) and centre (mm) σ after
+    bundle adjustment, per trial and coordinate the median σ (degrees or metres, as in the
+    ``.mot``), and what the data do not determine (``not_determined``: scale groups with σ > 2 %,
+    markers with an offset σ > 1 cm)."""
+    u = result.uncertainty
+    model = result.model
+    rotational = [m == "rotational" for m in model.coordinate_motion]
+    return {
+        "noise_px": u.noise_px,
+        "residuals": u.residuals,
+        "parameters": u.parameters,
+        "seconds": u.seconds,
+        "scale_sigma_pct": {name: 100 * s for name, s in u.scale_sigma.items()},
+        "offset_sigma_mm": {name: [1000 * float(x) for x in s] for name, s in zip(u.marker_names, u.offset_sigma_m)},
+        "camera_sigma": u.camera_sigma,
+        "coordinate_std_median": {
+            trial.name: {name: float(np.degrees(m) if rot else m)
+                         for name, rot, m in zip(model.coordinate_names, rotational, _nanmedian(trial.coords_std))}
+            for trial in result.trials if trial.coords_std is not None
+        },
+        "not_determined": {"scales": list(u.undetermined_scales), "markers": list(u.undetermined_markers)},
+    }
+
+
+def _nanmedian(x: np.ndarray) -> np.ndarray:
+    """Column medians of ``x`` (T, C) over finite values (NaN for a column without any)."""
+    return np.array([np.median(c[np.isfinite(c)]) if np.isfinite(c).any() else np.nan for c in np.asarray(x).T])
 
 
 def opensim_marker_names(model, marker_set: str) -> tuple[tuple[str, ...], list[str]]:

@@ -25,6 +25,9 @@ def test_quick_demo_writes_every_output_and_its_report(tmp_path, capsys):
     assert report["extrinsic_error_deg"] < 1.0
     assert report["gc5"] > 0.9
     assert set(report["metrics"]["trials"]["walk"]["per_camera"]) == {f"cam{i}" for i in range(1, 9)}
+    # Per scale group its error against the truth and its standard error, and the joint angles' σ.
+    assert set(report["scale_error_pct"]) == set(report["scale_sigma_pct"]) == set(report["scale_params"])
+    assert (out / "walk_std.sto").stat().st_size > 0
     motion = read_mot(out / "walk.mot")
     assert "knee_angle_r" in motion.names and len(motion.times) == 90  # 3 s at 30 fps
     markers = read_trc(out / "walk_markers.trc")

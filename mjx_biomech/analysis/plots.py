@@ -77,8 +77,8 @@ def reprojection_overlay(result, path, trial: int = 0, frame: int | None = None)
 
 
 def joint_curves(result, path, trial: int = 0, truth: np.ndarray | None = None) -> Path:
-    """Fitted joint angles (degrees) over time for hips, knees, ankles, shoulders, elbows;
-    dashed: ``truth`` (T, C) when given."""
+    """Fitted joint angles (degrees) over time for hips, knees, ankles, shoulders, elbows, shaded
+    ±1.96 σ where the fit has standard errors; dashed: ``truth`` (T, C) when given."""
     t = result.trials[trial]
     names = result.model.coordinate_names
     fig, axes = _figure(2, 3, figsize=(11, 5.5))
@@ -88,7 +88,12 @@ def joint_curves(result, path, trial: int = 0, truth: np.ndarray | None = None) 
             if name not in names:
                 continue
             i = names.index(name)
-            ax.plot(t.times, np.degrees(t.coords[:, i]), color=color, label=side)
+            middle = np.degrees(t.coords[:, i])
+            ax.plot(t.times, middle, color=color, label=side)
+            if t.coords_std is not None:
+                band = 1.96 * np.degrees(t.coords_std[:, i])
+                ax.fill_between(t.times, middle - band, middle + band, color=color, alpha=0.25, lw=0,
+                                label=f"{side} ±1.96 σ")
             if truth is not None:
                 ax.plot(t.times, np.degrees(truth[:, i]), color=color, ls="--", lw=0.8)
         ax.set_title(joint, fontsize=9)

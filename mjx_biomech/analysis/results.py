@@ -27,11 +27,53 @@ GC_THRESHOLDS_PX = tuple(float(d) for d in np.arange(0.0, 20.5, 0.5))
 
 
 @dataclass(frozen=True)
+class FitUncertainty:
+    """Standard errors of a fit (:func:`mjx_biomech.fitting.uncertainty.fit_uncertainty`).
+
+    ``coordinate_std``: per trial (T, C), radians or metres (0 for coordinates the fit holds,
+    NaN where no detection sees a coordinate); ``scale_sigma``: scale parameter -> standard
+    error of the log of its bodies' scale (≈ relative); ``offset_sigma_m`` (M, 3) of the marker
+    set's offsets; ``camera_sigma``: camera -> ``{"rotation_deg", "centre_mm"}`` (root of the
+    summed variances of the rotation vector and the centre; None without bundle adjustment;
+    the first camera and the second's distance to it fix the gauge and are exact);
+    ``noise_px``: the estimated reprojection noise of a detection of confidence 1;
+    ``residuals``, ``parameters``: the degrees of freedom; ``seconds``: the time taken.
+    """
+
+    coordinate_std: tuple[np.ndarray, ...]
+    scale_sigma: dict
+    offset_sigma_m: np.ndarray
+    camera_sigma: dict | None
+    noise_px: float
+    residuals: int
+    parameters: int
+    seconds: float
+    marker_names: tuple[str, ...] = ()
+
+    @property
+    def undetermined_scales(self) -> tuple[str, ...]:
+        """Scale parameters whose σ exceeds :data:`~mjx_biomech.fitting.markers.SCALE_SIGMA_LIMIT`
+        (relative): not determined by the data."""
+        from mjx_biomech.fitting.markers import SCALE_SIGMA_LIMIT
+
+        return tuple(n for n, s in self.scale_sigma.items() if not s <= SCALE_SIGMA_LIMIT)
+
+    @property
+    def undetermined_markers(self) -> tuple[str, ...]:
+        """Markers with an offset component whose σ exceeds
+        :data:`~mjx_biomech.fitting.markers.OFFSET_SIGMA_LIMIT_M`."""
+        from mjx_biomech.fitting.markers import OFFSET_SIGMA_LIMIT_M
+
+        return tuple(n for n, s in zip(self.marker_names, self.offset_sigma_m) if not np.all(s <= OFFSET_SIGMA_LIMIT_M))
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """One fitted trial: ``times`` (T,) s, ``coords`` (T, C) at the frames (radians/metres,
     ``model.coordinate_names`` order), the ``trajectory`` (callable at any time), the
     ``capture`` in the rig's camera order and ``labelled``, the same detections with the
-    left/right exchanges the fit made (None: as given)."""
+    left/right exchanges the fit made (None: as given); ``coords_std`` (T, C) the standard error
+    of every coordinate at every frame (:class:`FitUncertainty`; None when not computed)."""
 
     name: str
     times: np.ndarray
@@ -39,6 +81,7 @@ class TrialResult:
     trajectory: Any
     capture: Capture
     labelled: Capture | None = None
+    coords_std: np.ndarray | None = None
 
     @property
     def scored(self) -> Capture:
@@ -57,7 +100,8 @@ class TrialResult:
 class FitResult:
     """A fit: per-trial results, the person's :class:`BodyParams`, the refined rig (equal to
     ``initial_rig`` without bundle adjustment), the loss per step, the metrics
-    (:func:`fit_metrics`) and the settings."""
+    (:func:`fit_metrics`), the settings and the standard errors (:class:`FitUncertainty`, None
+    when not computed)."""
 
     model: Any
     marker_set: str
@@ -68,6 +112,7 @@ class FitResult:
     loss_history: np.ndarray
     metrics: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    uncertainty: FitUncertainty | None = None
 
     def markers(self, trial: int = 0) -> np.ndarray:
         """(T, J, 3) model markers of the marker set at the trial's frames (m, world)."""
@@ -224,8 +269,13 @@ def truth_metrics(
       ``skip_seconds``, degrees; ``joint_rmse_by_coordinate_deg`` per joint;
     - ``offset_error_mm``: mean distance between fitted and true offsets of the marker set;
     - with ``rig``: ``extrinsic_error_deg`` and ``extrinsic_error_mm``, the largest camera
-      rotation and centre errors of the refined rig, and of the rig the fit started from.
+      rotation and centre errors of the refined rig, and of the rig the fit started from;
+    - ``scale_error_pct``: per scale group, the relative error (percent) of its bodies' scale
+      (:func:`~mjx_biomech.fitting.uncertainty.effective_log_scales`) and, when the fit has
+      standard errors, ``scale_sigma_pct`` (its σ, percent) and ``scale_not_determined``.
     """
+    from mjx_biomech.fitting.uncertainty import effective_log_scales
+
     model = result.model
     if isinstance(coords, np.ndarray) and coords.ndim == 2:
         coords = [coords]
@@ -234,6 +284,11 @@ def truth_metrics(
     true_b = np.asarray(model.body_scales(jnp.asarray(params.scales)), float)[1:]
     fit_b = np.asarray(model.body_scales(jnp.asarray(result.params.scales)), float)[1:]
     out: dict[str, Any] = {"scale_error_max_pct": float(np.max(np.abs(fit_b / true_b - 1)) * 100)}
+    eff = [np.asarray(effective_log_scales(model, jnp.log(jnp.asarray(p.scales))), float) for p in (result.params, params)]
+    out["scale_error_pct"] = dict(zip(model.scale_param_names, map(float, 100 * np.expm1(eff[0] - eff[1]))))
+    if result.uncertainty is not None:
+        out["scale_sigma_pct"] = {n: 100 * s for n, s in result.uncertainty.scale_sigma.items()}
+        out["scale_not_determined"] = list(result.uncertainty.undetermined_scales)
     names = model.coordinate_names
     idx = [names.index(j) for j in joints if j in names]
     diffs = []

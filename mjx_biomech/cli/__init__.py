@@ -23,13 +23,14 @@ SUBCOMMANDS = {
     "fit": ("mjx_biomech.cli.fit", "fit a scaled model to multi-camera 2D keypoints"),
     "ik": ("mjx_biomech.cli.ik", "inverse kinematics from .trc markers, a drop-in for OpenSim's InverseKinematicsTool"),
     "scale": ("mjx_biomech.cli.scale", "scale a model to .trc markers (static and motion trials), a drop-in for OpenSim's ScaleTool"),
+    "batch": ("mjx_biomech.cli.batch", "fit every subject of a study file (markerless and marker-based), each as a Ray task"),
     "train": ("env_registry.train", "train a gait-imitation policy with brax PPO"),
     "evaluate": ("env_registry.evaluate", "evaluate a trained gait-imitation policy"),
 }
 
 
 # Subcommands that compile JAX programs: they keep them in JAX's persistent compilation cache.
-_COMPILING = ("demo", "fit", "ik", "scale", "train", "evaluate")
+_COMPILING = ("demo", "fit", "ik", "scale", "batch", "train", "evaluate")
 
 # An import error naming one of these is a bug of this project, not a missing optional package.
 _OWN_PACKAGES = ("mjx_biomech", "converters", "env_registry")

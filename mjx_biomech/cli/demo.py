@@ -65,6 +65,15 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("σ_NIQR of reprojection errors", f"{result.metrics['sigma_niqr_px']:.2f} px")
     table.add_row("fit time", f"{result.settings['seconds']:.1f} s")
     console.print(table)
+    scales = Table(title="scale groups: error of their bodies' scale and its standard error")
+    for col in ("group", "error %", "σ %", ""):
+        scales.add_column(col, justify="left" if col in ("group", "") else "right")
+    sigma = truth.get("scale_sigma_pct", {})
+    for name, err in truth["scale_error_pct"].items():
+        s = sigma.get(name)
+        scales.add_row(name, f"{err:+.2f}", "" if s is None else f"{s:.2f}",
+                       "not determined by the data" if name in truth.get("scale_not_determined", ()) else "")
+    console.print(scales)
     # Only each body's product of group scales is identifiable (``overall`` x group), so compare those.
     fitted, true = np.asarray(model.body_scales(result.params))[:, 0], np.asarray(model.body_scales(person))[:, 0]
     console.print("body scales: " + ", ".join(

@@ -106,6 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                   "the detector mixed up")
     parser.add_argument("--seed", type=int, default=d["seed"], help="seed of the random frames AdamW draws and of the MLP's weights")
     parser.add_argument("--checkpoint-dir", default=None, help="save the state there and resume from it")
+    parser.add_argument("--undetermined", choices=("keep", "tie", "fix"), default=d["undetermined"],
+                        help="scale groups the data do not determine (σ > 2 %%): report them only, or fit again with "
+                             "each tied to its neighbour (head to torso, one side to the other) or fixed at its prior")
 
 
 def _without(capture, cameras):
@@ -117,13 +120,14 @@ def _without(capture, cameras):
                    [capture.camera_names[i] for i in keep], name=capture.name, start_time=capture.start_time)
 
 
-def run(args: argparse.Namespace) -> int:
+def fit_from_args(args: argparse.Namespace, progress=None):
+    """The fit the command's ``args`` ask for (inputs read and checked, held-out cameras scored),
+    without writing or printing anything: a :class:`~mjx_biomech.analysis.results.FitResult`.
+    ``progress`` is :func:`mjx_biomech.fitting.fit.fit`'s callback; ``mjx-biomech batch`` runs
+    its markerless subjects through this."""
     import dataclasses
 
-    from rich.console import Console
-
     import mjx_biomech
-    from converters import fit_output
     from mjx_biomech.analysis.results import holdout_scores
     from mjx_biomech.capture.cameras import CameraRig
     from mjx_biomech.capture.captures import Capture
@@ -131,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
     from mjx_biomech.fitting.fit import fit
 
     # Bad input raises InputError, which the command line reports as one line on stderr.
-    console = Console()
     model = mjx_biomech.load_model(args.model)
     rig = CameraRig.from_toml(args.calibration)
     captures = [Capture.from_npz(p) for p in args.keypoints]
@@ -151,15 +154,25 @@ def run(args: argparse.Namespace) -> int:
     if len(cameras) - len(held) < 2:
         raise InputError(f"--holdout-camera: {len(cameras) - len(held)} camera(s) would be left; a fit needs at least 2")
     fit_rig = rig.subset([c for c in cameras if c not in held])
-    with progress_bars() as progress:
-        result = fit(model, [_without(c, held) for c in captures], fit_rig, args.marker_set,
-                     representation=args.representation, solver=args.solver, steps=args.steps, lr=args.lr,
-                     bundle_adjust=not args.no_bundle_adjust, body_prior_weight=args.body_prior_weight,
-                     tie_left_right=not args.free_left_right, relabel_left_right=not args.no_relabel, seed=args.seed,
-                     checkpoint_dir=args.checkpoint_dir, progress=progress)
+    result = fit(model, [_without(c, held) for c in captures], fit_rig, args.marker_set,
+                 representation=args.representation, solver=args.solver, steps=args.steps, lr=args.lr,
+                 bundle_adjust=not args.no_bundle_adjust, body_prior_weight=args.body_prior_weight,
+                 tie_left_right=not args.free_left_right, relabel_left_right=not args.no_relabel, seed=args.seed,
+                 checkpoint_dir=args.checkpoint_dir, progress=progress, undetermined=args.undetermined)
     if held:
         scores = holdout_scores(result, rig.subset(held), captures)
         result = dataclasses.replace(result, metrics={**result.metrics, "holdout": scores})
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from converters import fit_output
+
+    console = Console()
+    with progress_bars() as progress:
+        result = fit_from_args(args, progress)
     out = fit_output.save(result, Path(args.out))
     print_summary(console, result)
     console.print(f"outputs in [bold]{out}[/]")
@@ -210,6 +223,25 @@ def print_summary(console, result) -> None:
                               "they miss the fitted body by far (someone else?)")
     for warning in m.get("warnings", []):
         console.print(f"[yellow]warning[/]: {warning}")
+    print_not_determined(console, result)
+
+
+def print_not_determined(console, result) -> None:
+    """The scale groups (σ > 2 %) and marker offsets (σ > 1 cm) the data do not determine, and
+    what the fit did with them (``--undetermined``)."""
+    u = result.uncertainty
+    if u is None:
+        return
+    done = result.settings.get("undetermined", {}).get("groups", {})
+    for name in u.undetermined_scales:
+        console.print(f"[yellow]not determined by the data[/]: scale group {name} (σ {100 * u.scale_sigma[name]:.1f} %)")
+    if u.undetermined_markers:
+        console.print(f"[yellow]not determined by the data[/]: offsets of {len(u.undetermined_markers)} marker(s) "
+                      f"(σ > 1 cm): {', '.join(u.undetermined_markers[:8])}{', ...' if len(u.undetermined_markers) > 8 else ''}")
+    for name, target in done.items():
+        what = "held at its prior" if target == "prior" else f"tied to {target}"
+        sigma = 100 * result.settings["undetermined"]["first_fit_scale_sigma"][name]
+        console.print(f"scale group {name} (σ {sigma:.1f} % in a first fit) {what}")
 
 
 def _frame_ranges(frames) -> str:

@@ -94,17 +94,17 @@ def _scale_as_setup(setup, model, static, trials, marker_set, fixed, accuracy, p
                             place_markers=setup.placer_apply, accuracy=accuracy, progress=progress, **options)
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.table import Table
-
+def scale_from_args(args: argparse.Namespace, progress=None):
+    """Scale (and IK) as the command's ``args`` ask and write every output into the output
+    folder, printing nothing; returns the :class:`~mjx_biomech.fitting.markers.MarkerFitResult`,
+    the folder and the written files (name -> path). ``progress`` is
+    :func:`mjx_biomech.fitting.markers.fit_markers`' callback; ``mjx-biomech batch`` runs its
+    marker-based subjects through this."""
     import mjx_biomech
-    from converters import ik_output, marker_sets, opensim_setup, scale_output
+    from converters import marker_sets, opensim_setup, scale_output
     from mjx_biomech.errors import InputError
     from mjx_biomech.fitting.markers import fit_markers
 
-    console = Console()
     setup = opensim_setup.read_scale_setup(args.setup) if args.setup else None
     ik_setup = opensim_setup.read_ik_setup(args.ik_setup) if args.ik_setup else None
     source = args.model or (setup.model_file if setup else None)
@@ -151,22 +151,12 @@ def run(args: argparse.Namespace) -> int:
         options.update(marker_weights=opensim_setup.marker_weights(task_setup, names, trials[0]),
                        coordinate_targets=_motion_targets(task_setup, model, trials[0]))
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
-                  transient=True) as bar:
-        tasks: dict = {}
-
-        def progress(stage, done, total, info):
-            label = f"{stage} {info.get('trial', '')}".strip()
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done, total=total)
-
-        if args.scaling == "setup":
-            result = _scale_as_setup(setup, model, static, trials, marker_set, fixed, args.accuracy, progress, options)
-        else:
-            result = fit_markers(model, trials, static=static, marker_set=marker_set, fixed_markers=fixed,
-                                 marker_sigma_m=args.marker_sigma, offset_sigma_m=args.offset_sigma,
-                                 accuracy=args.accuracy, progress=progress, **options)
+    if args.scaling == "setup":
+        result = _scale_as_setup(setup, model, static, trials, marker_set, fixed, args.accuracy, progress, options)
+    else:
+        result = fit_markers(model, trials, static=static, marker_set=marker_set, fixed_markers=fixed,
+                             marker_sigma_m=args.marker_sigma, offset_sigma_m=args.offset_sigma,
+                             accuracy=args.accuracy, progress=progress, **options)
     mass = args.mass if args.mass is not None else (setup.mass if setup else None)
     preserve = args.preserve_mass_distribution
     preserve = (setup.preserve_mass_distribution if setup else True) if preserve is None else preserve
@@ -178,6 +168,29 @@ def run(args: argparse.Namespace) -> int:
                 "static_time_range_s": [float(static.times[0]), float(static.times[-1])] if static else None,
                 "coordinate_tasks_skipped": sorted(set(skipped))}
     written = scale_output.write_scale_outputs(out, result, mass, preserve, placements if markers_file else (), settings)
+    return result, out, written
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from converters import ik_output
+
+    console = Console()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        tasks: dict = {}
+
+        def progress(stage, done, total, info):
+            label = f"{stage} {info.get('trial', '')}".strip()
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        result, out, written = scale_from_args(args, progress)
+    model = result.model
 
     table = Table(title="scale factors")
     table.add_column("parameter")

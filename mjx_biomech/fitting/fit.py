@@ -46,13 +46,22 @@ import numpy as np
 
 from mjx_biomech.analysis.plausibility import body_warnings
 from mjx_biomech.analysis.results import FitResult, TrialResult, fit_metrics
+from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.captures import Capture, mirror_pairs
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting import anthropometry, checkpoints, relabel
 from mjx_biomech.fitting.bundle_adjustment import joint_bundle_adjustment
 from mjx_biomech.fitting.solvers import Progress, adam, lm
+from mjx_biomech.fitting.uncertainty import fit_uncertainty
 from mjx_biomech.fitting.variables import FitSetup, TrialArrays, initial_variables
+
+# Where ``undetermined="tie"`` puts a scale group the data do not determine: the group whose
+# scale it then shares (its neighbour in the body, or its other side).
+TIE_TO = {
+    "head": "torso", "torso": "pelvis", "pelvis": "torso",
+    "thigh_r": "thigh_l", "thigh_l": "thigh_r", "leg_r": "leg_l", "leg_l": "leg_r", "arm_r": "arm_l", "arm_l": "arm_r",
+}  # fmt: skip
 
 
 def check_captures(model, captures: Capture | Sequence[Capture], rig: CameraRig, marker_set: str) -> list[Capture]:
@@ -84,7 +93,9 @@ def check_captures(model, captures: Capture | Sequence[Capture], rig: CameraRig,
     return out
 
 
-def _check_settings(representation: str, solver: str, steps: int, ba_start_fraction: float) -> None:
+def _check_settings(representation: str, solver: str, steps: int, ba_start_fraction: float, undetermined: str) -> None:
+    if undetermined not in ("keep", "tie", "fix"):
+        raise InputError(f"undetermined: expected 'keep', 'tie' or 'fix', got {undetermined!r}")
     if representation not in ("spline", "mlp"):
         raise InputError(f"representation: expected 'spline' or 'mlp', got {representation!r}")
     if solver not in ("adam", "lm"):
@@ -126,6 +137,8 @@ def fit(
     checkpoint_every: int = 500,
     progress: Progress | None = None,
     dtype=None,
+    uncertainty: bool = True,
+    undetermined: str = "keep",
 ) -> FitResult:
     """Fit trajectories, body parameters and (optionally) camera extrinsics to 2D keypoints.
 
@@ -178,14 +191,31 @@ def fit(
         progress: ``progress(stage, done, total, info)`` as the fit goes (see the module
             docstring); None reports nothing.
         dtype: float type of the variables (default float32 unless JAX runs in x64).
+        uncertainty: compute the standard errors once the fit ends
+            (:mod:`~mjx_biomech.fitting.uncertainty`: joint angles per frame, scales, offsets
+            and, with bundle adjustment, the cameras).
+        undetermined: what to do with scale groups the data do not determine (σ above 2 %):
+            ``"keep"`` reports them only; ``"tie"`` fits again with each such group sharing the
+            scale of its neighbour (:data:`TIE_TO`: head to torso, one side to the other, ...)
+            and ``"fix"`` with each held at its prior (scale 1 relative to ``overall``): the
+            model's groups are changed (``BiomechModel.with_scale_groups``), so the second fit
+            costs as much as the first; the result is given in the model's own groups (a fixed
+            group 1 with σ 0, a tied one its neighbour's value and σ), the choice under
+            ``settings["undetermined"]``. ``overall`` and groups without a neighbour are kept.
 
     Returns:
-        a :class:`FitResult` with per-trial coordinates at the frames, the body parameters,
-        the refined rig, the loss history, reprojection metrics and, under
-        ``metrics["warnings"]``, sentences about an implausible body
-        (:func:`~mjx_biomech.analysis.plausibility.body_warnings`).
+        a :class:`FitResult` with per-trial coordinates at the frames and their standard errors,
+        the body parameters, the refined rig, the loss history, reprojection metrics, the
+        standard errors (``result.uncertainty``) and, under ``metrics["warnings"]``, sentences
+        about an implausible body (:func:`~mjx_biomech.analysis.plausibility.body_warnings`).
     """
-    _check_settings(representation, solver, steps, ba_start_fraction)
+    _check_settings(representation, solver, steps, ba_start_fraction, undetermined)
+    if undetermined != "keep":
+        # Every setting as given (the parameters are all that is bound so far), for both fits.
+        kwargs = {k: val for k, val in locals().items() if k not in ("model", "captures", "rig", "marker_set", "undetermined")}
+        kwargs["uncertainty"] = True
+        first = fit(model, captures, rig, marker_set, **kwargs)
+        return _refit_undetermined(first, undetermined, lambda m: fit(m, captures, rig, marker_set, **kwargs))
     dtype = dtype or jnp.result_type(float)
     caps = check_captures(model, captures, rig, marker_set)
     rig = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if eqx.is_inexact_array(x) else x, rig)
@@ -233,12 +263,14 @@ def fit(
         v, trials, swapped, history = _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps, ba_start,
                                                            ba_iterations if bundle_adjust else 0, progress)
     elapsed = time.perf_counter() - started
+    sigma = fit_uncertainty(v, setup, rig, trials, free_cameras=bundle_adjust) if uncertainty else None
     params = v.params(setup)
     refined = v.rig(rig, 1.0 if bundle_adjust else 0.0)
     results = tuple(
         TrialResult(name=cap.name or f"trial{i + 1}", times=cap.times,
                     coords=np.asarray(traj(jnp.asarray(cap.times, dtype)), float), trajectory=traj, capture=cap,
-                    labelled=relabel.exchanged_capture(cap, np.asarray(mask), pairs))
+                    labelled=relabel.exchanged_capture(cap, np.asarray(mask), pairs),
+                    coords_std=None if sigma is None else sigma.coordinate_std[i])
         for i, (traj, cap, mask) in enumerate(zip(v.trajectories, caps, swapped))
     )
     relabelled = {t.name: {n: int(k) for n, k in zip(rig.names, np.asarray(mask).sum(axis=(1, 2)))}
@@ -261,8 +293,56 @@ def fit(
         settings=dict(representation=representation, solver=solver, steps=steps, lr=lr, bundle_adjust=bundle_adjust,
                       ba_start_fraction=ba_start_fraction, ba_lr=ba_lr, time_points_per_step=time_points_per_step,
                       body_prior_weight=body_prior_weight, tie_left_right=tie_left_right, reject_view_px=reject_view_px,
-                      seed=seed, seconds=elapsed),
+                      seed=seed, seconds=elapsed, uncertainty_seconds=None if sigma is None else sigma.seconds),
+        uncertainty=sigma,
     )
+    return dataclasses.replace(result, metrics={**result.metrics, "warnings": body_warnings(result)})
+
+
+def _refit_undetermined(first: FitResult, mode: str, refit) -> FitResult:
+    """``first`` fitted again (``refit(model)``) with its undetermined scale groups tied to their
+    neighbours or fixed at the prior (``mode``), the result given in ``first.model``'s groups."""
+    model = first.model
+    groups = {g.name: {"name": g.name, "bodies": list(g.bodies), "per_axis": g.per_axis} for g in model.scale_groups}
+    flagged = list(dict.fromkeys(n.partition(".")[0] for n in first.uncertainty.undetermined_scales))
+    changed: dict[str, str | None] = {}  # group -> the group it joined, None: fixed at the prior
+    for name in flagged:
+        if name == "overall" or name not in groups:
+            continue
+        if mode == "fix":
+            changed[name] = None
+            del groups[name]
+            continue
+        target = TIE_TO.get(name)
+        while target in changed:
+            target = changed[target]
+        if target is None or target == name or target not in groups:
+            continue
+        groups[target]["bodies"] += groups.pop(name)["bodies"]
+        changed[name] = target
+    settings = {**first.settings, "undetermined": {"mode": mode, "groups": {g: t or "prior" for g, t in changed.items()},
+                                                   "first_fit_scale_sigma": dict(first.uncertainty.scale_sigma)}}
+    if not changed:
+        return dataclasses.replace(first, settings=settings)
+    second = refit(model.with_scale_groups(list(groups.values())))
+    values = dict(zip(second.model.scale_param_names, np.asarray(second.params.scales, float)))
+    sigmas = dict(second.uncertainty.scale_sigma)
+
+    def source(name):
+        base, dot, axis = name.partition(".")
+        target = changed.get(base, base)
+        if target is None:
+            return None
+        return next((n for n in (target + dot + axis, target) if n in values), None)
+
+    scales, scale_sigma = [], {}
+    for name in model.scale_param_names:
+        src = source(name)
+        scales.append(1.0 if src is None else values[src])
+        scale_sigma[name] = 0.0 if src is None else sigmas[src]
+    params = BodyParams(jnp.asarray(scales, jnp.asarray(second.params.scales).dtype), second.params.offsets)
+    sigma = dataclasses.replace(second.uncertainty, scale_sigma=scale_sigma)
+    result = dataclasses.replace(second, model=model, params=params, uncertainty=sigma, settings=settings)
     return dataclasses.replace(result, metrics={**result.metrics, "warnings": body_warnings(result)})
 
 

@@ -143,6 +143,20 @@ def shared_covariance(eq: NormalEquations) -> jax.Array:
     return jnp.linalg.inv(S)
 
 
+@eqx.filter_jit
+def marginal_covariances(eq: NormalEquations) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The blocks of the inverse normal matrix that standard errors need, in the structure of
+    :func:`shared_covariance` (no dense inverse of the whole problem):
+
+    ``(Cov_p (np, np), A⁻¹ (F, nq, nq), W (F, nq, np))`` with ``Cov_p = S⁻¹`` and
+    ``W_f = A_f⁻¹ B_f``, so that ``Cov(q_f, q_g) = δ_fg A_f⁻¹ + W_f S⁻¹ W_gᵀ`` and
+    ``Cov(q_f, p) = −W_f S⁻¹``. A variable no residual sees gets a variance of order 1e12."""
+    Achol, AinvB, _, S = _eliminate(eq, 1e-12)
+    eye = jnp.eye(eq.A.shape[-1], dtype=eq.A.dtype)
+    Ainv = jax.vmap(lambda L: jax.scipy.linalg.cho_solve((L, True), eye))(Achol)
+    return jnp.linalg.inv(S), Ainv, AinvB
+
+
 # Compiled: run op by op, the objective would compile every primitive of the model apart.
 _objective = eqx.filter_jit(objective)
 

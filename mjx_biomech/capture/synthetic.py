@@ -297,15 +297,25 @@ def person(
     marker_set: str | None = None,
     scale_range: tuple[float, float] = (0.05, 0.10),
     offset_range_m: tuple[float, float] = (0.01, 0.02),
+    left_right_asymmetry: float | None = None,
 ) -> BodyParams:
     """A random person: every scale parameter 1 ± U(``scale_range``) (random sign), and each
     marker of ``marker_set`` moved by U(``offset_range_m``) metres in a random direction (in its
     body's frame). Sites outside the set keep offset 0; ``marker_set=None`` moves no marker.
+    With ``left_right_asymmetry`` = a, each ``<name>_l`` parameter is its ``<name>_r`` one times
+    1 + U(−a, a) (people are nearly symmetric: a few per cent), instead of drawn on its own.
     """
     rng = _rng(seed)
     P, S = len(model.scale_param_names), len(model.site_names)
     lo, hi = scale_range
     scales = 1.0 + rng.choice([-1.0, 1.0], P) * rng.uniform(lo, hi, P)
+    if left_right_asymmetry is not None:
+        names = list(model.scale_param_names)
+        for i, name in enumerate(names):
+            group, dot, axis = name.partition(".")  # per-axis parameters: "<group>.x"
+            right = group[:-2] + "_r" + dot + axis
+            if group.endswith("_l") and right in names:
+                scales[i] = scales[names.index(right)] * (1.0 + rng.uniform(-left_right_asymmetry, left_right_asymmetry))
     offsets = np.zeros((S, 3))
     if marker_set is not None:
         ids = model.marker_site_ids(marker_set)

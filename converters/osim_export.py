@@ -5,13 +5,13 @@ MuJoCo joints by :mod:`converters.osim_build`. For one converted from ``.osim``,
 ``.osim`` (named, with its hash, in the metadata's ``opensim`` section) is scaled with the core's
 per-body scale vectors:
 
-- With OpenSim's Python package installed (``pip install mjx-biomech[opensim]``), by OpenSim's
-  own ``Model.scale`` (what ScaleTool runs): offset frames, markers, geometry, mass centres,
+- With OpenSim's Python package installed (``pip install mjx-biomech[opensim]``) and a source
+  OpenSim loads, by OpenSim's own ``Model.scale`` (what ScaleTool runs): offset frames, markers, geometry, mass centres,
   masses and inertias (OpenSim's rule, its cylinder approximation for unequal factors), joint
   translation functions, wrap objects, muscle path points, and muscles' optimal fiber and tendon
   slack lengths in proportion to their path lengths at the default pose. Scales may differ per
   axis.
-- Without it, by editing the XML the way ScaleTool scales a model: offset-frame translations,
+- Otherwise (a warning says why when OpenSim refuses the source), by editing the XML the way ScaleTool scales a model: offset-frame translations,
   marker locations, geometry scale factors and mass centres by the scale of the body they are
   fixed in; masses by s³ and inertias by s⁵; every translation axis that the converter made a
   dependent joint multiplied (MultiplierFunction) by its parent body's scale. Scales must be
@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
@@ -127,11 +128,19 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
     if engine == "opensim" and opensim is None:
         raise InputError("export: engine='opensim' needs OpenSim's Python package (pip install mjx-biomech[opensim])")
     if opensim is not None:
-        tree = _scaled_by_opensim(opensim, source, parsed, mj_model, body_scales)
-        _offset_markers(model, parsed, tree.getroot().find("Model"), mj_model, body_scales, offsets)
-        with atomic_write(path) as f:
-            tree.write(f, encoding="unicode", xml_declaration=True)
-        return Path(path)
+        try:
+            tree = _scaled_by_opensim(opensim, source, parsed, mj_model, body_scales)
+        except InputError as error:
+            if engine == "opensim":
+                raise
+            # A model the converter reads but OpenSim refuses (e.g. collinear CustomJoint axes).
+            warnings.warn(f"{error}; the .osim is written by XML editing instead", stacklevel=2)
+            tree = None
+        if tree is not None:
+            _offset_markers(model, parsed, tree.getroot().find("Model"), mj_model, body_scales, offsets)
+            with atomic_write(path) as f:
+                tree.write(f, encoding="unicode", xml_declaration=True)
+            return Path(path)
 
     def scale(base: str) -> float:
         if base == "/ground":
@@ -212,13 +221,24 @@ def _offset_markers(model, parsed, root: ET.Element, mj_model, body_scales, offs
 
 @contextlib.contextmanager
 def _quiet(opensim):
-    """OpenSim's log at errors only (its missing-mesh warnings), restored after."""
-    level = opensim.Logger.getLevelString()
+    """OpenSim's log at errors only (no missing-mesh warnings), restored after; and no
+    ``opensim.log`` file sink (OpenSim would write one into the working folder)."""
+    level = opensim.Logger.getLevel()
+    opensim.Logger.removeFileSink()
     opensim.Logger.setLevelString("error")
     try:
         yield
     finally:
-        opensim.Logger.setLevelString(level)
+        # Setting the level logs "Set log level to ..." on the console: restore it with fd 1 silenced.
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                opensim.Logger.setLevel(level)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _scaled_by_opensim(opensim, source: Path, parsed, mj_model, body_scales) -> ET.ElementTree:

@@ -5,8 +5,8 @@ MuJoCo joints by :mod:`converters.osim_build`. For one converted from ``.osim``,
 ``.osim`` (named, with its hash, in the metadata's ``opensim`` section) is scaled with the core's
 per-body scale vectors:
 
-- With OpenSim's Python package installed (``pip install mjx-biomech[opensim]``) and a source
-  OpenSim loads, by OpenSim's own ``Model.scale`` (what ScaleTool runs): offset frames, markers, geometry, mass centres,
+- For a model with muscles or per-axis scales, with OpenSim's Python package installed
+  (``pip install mjx-biomech[opensim]``) and a source OpenSim loads, by OpenSim's own ``Model.scale`` (what ScaleTool runs): offset frames, markers, geometry, mass centres,
   masses and inertias (OpenSim's rule, its cylinder approximation for unequal factors), joint
   translation functions, wrap objects, muscle path points, and muscles' optimal fiber and tendon
   slack lengths in proportion to their path lengths at the default pose. Scales may differ per
@@ -108,7 +108,8 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
     Args:
         engine: for a model converted from ``.osim``: ``"opensim"`` (OpenSim's ``Model.scale``),
             ``"xml"`` (XML editing: isotropic scales, muscles unscaled) or ``"auto"`` (OpenSim's
-            when its package is installed).
+            when its package is installed and the model has muscles or per-axis scales, XML
+            editing otherwise).
 
     Raises:
         InputError: an unknown ``engine``; ``"opensim"`` without the package; per-axis scales
@@ -124,6 +125,8 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
         body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
         offsets = np.asarray(params.offsets, dtype=np.float64)
     mj_model = model.mj_model
+    if engine == "auto" and not (_has_muscles(source) or _per_axis(parsed, mj_model, body_scales)):
+        engine = "xml"  # nothing OpenSim's own scaling would add (see _translation_multipliers)
     opensim = _opensim() if engine != "xml" else None
     if engine == "opensim" and opensim is None:
         raise InputError("export: engine='opensim' needs OpenSim's Python package (pip install mjx-biomech[opensim])")
@@ -137,6 +140,7 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
             warnings.warn(f"{error}; the .osim is written by XML editing instead", stacklevel=2)
             tree = None
         if tree is not None:
+            _translation_multipliers(source, parsed, tree.getroot().find("Model"), mj_model, body_scales)
             _offset_markers(model, parsed, tree.getroot().find("Model"), mj_model, body_scales, offsets)
             with atomic_write(path) as f:
                 tree.write(f, encoding="unicode", xml_declaration=True)
@@ -263,3 +267,43 @@ def _scaled_by_opensim(opensim, source: Path, parsed, mj_model, body_scales) -> 
         except RuntimeError as error:
             raise InputError(f"{source}: OpenSim could not scale the model: {error}") from error
         return ET.ElementTree(read_document(Path(written)))
+
+
+def _has_muscles(source: Path) -> bool:
+    return any(el.tag.endswith("Muscle") for el in read_document(source).iter())
+
+
+def _per_axis(parsed, mj_model, body_scales) -> bool:
+    return any(np.ptp(body_scales[mj_model.body(name).id]) > 0 for name in parsed.bodies)
+
+
+def _axis_function(axis: ET.Element) -> ET.Element | None:
+    """The function element of a ``TransformAxis`` (unwrapping the older ``<function>`` holder)."""
+    fn = next((c for c in axis if c.tag not in ("coordinates", "axis")), None)
+    return fn[0] if fn is not None and fn.tag == "function" and len(fn) else fn
+
+
+def _translation_multipliers(source: Path, parsed, root: ET.Element, mj_model, body_scales) -> None:
+    """The factor OpenSim's ``Model.scale`` multiplied each CustomJoint translation function by
+    (``axis · s`` of the parent body's scale factors) replaced by the core's, ``|s ⊙ axis|`` with
+    the axis in the parent body's frame: the same for principal axes and positive factors, and
+    the length the core scales an oblique translation by (for equal factors, ``s``), so that the
+    ``.osim`` moves its bodies where the MuJoCo model does."""
+    source_root = read_document(source).find("Model")
+    for el in root.findall("JointSet/objects/CustomJoint"):
+        joint = next((j for j in parsed.joints if j.name == el.get("name")), None)
+        original = source_root.find(f"JointSet/objects/CustomJoint[@name='{el.get('name')}']")
+        if joint is None or original is None:
+            continue
+        base, x = parsed.frame_in_base(joint.parent_frame)
+        s = np.ones(3) if base == "/ground" else body_scales[mj_model.body(parsed.body_name(base)).id]
+        for axis in el.findall("SpatialTransform/TransformAxis"):
+            if not axis.get("name", "").startswith("translation"):
+                continue
+            fn = _axis_function(axis)
+            if fn is None or fn.tag != "MultiplierFunction":
+                continue
+            before = _axis_function(original.find(f"SpatialTransform/TransformAxis[@name='{axis.get('name')}']"))
+            m0 = float(before.findtext("scale", "1")) if before is not None and before.tag == "MultiplierFunction" else 1.0
+            direction = x[:3, :3] @ _floats(axis, "axis", "1 0 0")
+            fn.find("scale").text = repr(m0 * float(np.linalg.norm(s * direction)))

@@ -121,11 +121,12 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
         return osim_build.export(model, params, path)
     source = _source(model)
     parsed = read_osim(source)
+    document = read_document(source)  # the source's XML, read once: checked, scaled or edited below
     with jax.enable_x64(True):
         body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
         offsets = np.asarray(params.offsets, dtype=np.float64)
     mj_model = model.mj_model
-    if engine == "auto" and not (_has_muscles(source) or _per_axis(parsed, mj_model, body_scales)):
+    if engine == "auto" and not (_has_muscles(document) or _per_axis(parsed, mj_model, body_scales)):
         engine = "xml"  # nothing OpenSim's own scaling would add (see _translation_multipliers)
     opensim = _opensim() if engine != "xml" else None
     if engine == "opensim" and opensim is None:
@@ -140,7 +141,7 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
             warnings.warn(f"{error}; the .osim is written by XML editing instead", stacklevel=2)
             tree = None
         if tree is not None:
-            _translation_multipliers(source, parsed, tree.getroot().find("Model"), mj_model, body_scales)
+            _translation_multipliers(document, parsed, tree.getroot().find("Model"), mj_model, body_scales)
             _offset_markers(model, parsed, tree.getroot().find("Model"), mj_model, body_scales, offsets)
             with atomic_write(path) as f:
                 tree.write(f, encoding="unicode", xml_declaration=True)
@@ -155,7 +156,7 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
                              "only isotropic body scales can be written to .osim")
         return float(s[0])
 
-    tree = ET.ElementTree(read_document(source))
+    tree = ET.ElementTree(document)
     root = tree.getroot().find("Model")
     owners = [("/ground", root.find("Ground"))]
     owners += [(f"/bodyset/{b.get('name')}", b) for b in _children(root, "BodySet/objects")]
@@ -269,8 +270,8 @@ def _scaled_by_opensim(opensim, source: Path, parsed, mj_model, body_scales) -> 
         return ET.ElementTree(read_document(Path(written)))
 
 
-def _has_muscles(source: Path) -> bool:
-    return any(el.tag.endswith("Muscle") for el in read_document(source).iter())
+def _has_muscles(document: ET.Element) -> bool:
+    return any(el.tag.endswith("Muscle") for el in document.iter())
 
 
 def _per_axis(parsed, mj_model, body_scales) -> bool:
@@ -283,13 +284,13 @@ def _axis_function(axis: ET.Element) -> ET.Element | None:
     return fn[0] if fn is not None and fn.tag == "function" and len(fn) else fn
 
 
-def _translation_multipliers(source: Path, parsed, root: ET.Element, mj_model, body_scales) -> None:
+def _translation_multipliers(document: ET.Element, parsed, root: ET.Element, mj_model, body_scales) -> None:
     """The factor OpenSim's ``Model.scale`` multiplied each CustomJoint translation function by
     (``axis · s`` of the parent body's scale factors) replaced by the core's, ``|s ⊙ axis|`` with
     the axis in the parent body's frame: the same for principal axes and positive factors, and
     the length the core scales an oblique translation by (for equal factors, ``s``), so that the
     ``.osim`` moves its bodies where the MuJoCo model does."""
-    source_root = read_document(source).find("Model")
+    source_root = document.find("Model")
     for el in root.findall("JointSet/objects/CustomJoint"):
         joint = next((j for j in parsed.joints if j.name == el.get("name")), None)
         original = source_root.find(f"JointSet/objects/CustomJoint[@name='{el.get('name')}']")

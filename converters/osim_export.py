@@ -19,10 +19,13 @@ per-body scale vectors:
   lengths need OpenSim's path geometry. Plain XML editing keeps every other element as it was;
   an OpenSim 3 source is written in the OpenSim 4 form OpenSim upgrades it to.
 
-Either way marker offsets (``params.offsets``, metres in the body frame) are added to the
-markers' scaled locations. (For a marker on an offset frame rotated in its body, OpenSim scales
-the location along the frame's axes and the core along the body's: with per-axis scales the two
-differ there.)
+Either way each marker is written where the core puts its site: its location scaled along its
+body's axes plus its offset (``params.offsets``, metres in the body frame). (For a marker on an
+offset frame rotated in its body, ScaleTool would scale the location along the frame's axes: with
+per-axis scales the written location differs from ScaleTool's there.) One difference is left,
+with per-axis scales only: where a joint's child frame is rotated in the child body, OpenSim
+scales the frame's translation along the body's axes, the core (its joint-frame body) along the
+frame's, so the ``.osim`` puts that body a little elsewhere than the core does.
 """
 
 from __future__ import annotations
@@ -212,8 +215,11 @@ def export(model, params, path: str | Path, engine: str = "auto") -> Path:
 
 
 def _offset_markers(model, parsed, root: ET.Element, mj_model, body_scales, offsets) -> None:
-    """Every marker of the source at its scaled location plus its site's offset: ``s ⊙ p`` along
-    its frame's axes (as ScaleTool scales it), the offset (body frame) turned into that frame."""
+    """Every marker of the source where the core puts its site: ``s ⊙ (t + R p)`` plus the site's
+    offset, in the body the marker's frame (``R``, ``t`` in the body) is fixed in, written in that
+    frame as it lies once scaled (:func:`_scaled_origin`). For a marker on a body or an unrotated
+    frame this is ``s ⊙ p`` plus the offset, what ScaleTool writes; on a rotated frame ScaleTool
+    scales ``p`` along the frame's axes, which with per-axis scales puts the marker elsewhere."""
     site_index = {name: i for i, name in enumerate(model.site_names)}
     markers = {m.name: m for m in parsed.markers}
     for el in _children(root, "MarkerSet/objects"):
@@ -221,7 +227,22 @@ def _offset_markers(model, parsed, root: ET.Element, mj_model, body_scales, offs
         base, x = parsed.frame_in_base(marker.frame)
         s = np.ones(3) if base == "/ground" else body_scales[mj_model.body(parsed.body_name(base)).id]
         site = model.metadata["marker_sets"]["opensim"][marker.name]
-        _set(el, "location", s * np.asarray(marker.location) + x[:3, :3].T @ offsets[site_index[site]])
+        rotation = x[:3, :3]
+        in_body = s * (x[:3, 3] + rotation @ np.asarray(marker.location)) + offsets[site_index[site]]
+        _set(el, "location", rotation.T @ (in_body - _scaled_origin(parsed, marker.frame, s)))
+
+
+def _scaled_origin(parsed, path: str, s: np.ndarray) -> np.ndarray:
+    """The origin of frame ``path`` in its base body once every offset frame's translation is
+    multiplied by the body's scales ``s`` along its parent frame's axes (as both engines do)."""
+    origin = np.zeros(3)
+    for _ in range(len(parsed.frames)):
+        parent, x = parsed.frames[path]
+        if parent is None:
+            break
+        origin = x[:3, :3] @ origin + s * x[:3, 3]
+        path = parent
+    return origin
 
 
 @contextlib.contextmanager
@@ -287,9 +308,10 @@ def _axis_function(axis: ET.Element) -> ET.Element | None:
 def _translation_multipliers(document: ET.Element, parsed, root: ET.Element, mj_model, body_scales) -> None:
     """The factor OpenSim's ``Model.scale`` multiplied each CustomJoint translation function by
     (``axis · s`` of the parent body's scale factors) replaced by the core's, ``|s ⊙ axis|`` with
-    the axis in the parent body's frame: the same for principal axes and positive factors, and
-    the length the core scales an oblique translation by (for equal factors, ``s``), so that the
-    ``.osim`` moves its bodies where the MuJoCo model does."""
+    the unit axis in the parent body's frame: the same for principal axes and positive factors,
+    and the length the core scales an oblique translation by (for equal factors, ``s``), so that
+    the ``.osim`` moves its bodies where the MuJoCo model does. (OpenSim moves along the unit
+    axis: the ``.osim``'s axis, e.g. ``1 0.2 0``, need not be one.)"""
     source_root = document.find("Model")
     for el in root.findall("JointSet/objects/CustomJoint"):
         joint = next((j for j in parsed.joints if j.name == el.get("name")), None)
@@ -307,4 +329,5 @@ def _translation_multipliers(document: ET.Element, parsed, root: ET.Element, mj_
             before = _axis_function(original.find(f"SpatialTransform/TransformAxis[@name='{axis.get('name')}']"))
             m0 = float(before.findtext("scale", "1")) if before is not None and before.tag == "MultiplierFunction" else 1.0
             direction = x[:3, :3] @ _floats(axis, "axis", "1 0 0")
+            direction = direction / np.linalg.norm(direction)
             fn.find("scale").text = repr(m0 * float(np.linalg.norm(s * direction)))

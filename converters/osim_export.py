@@ -22,10 +22,9 @@ per-body scale vectors:
 Either way each marker is written where the core puts its site: its location scaled along its
 body's axes plus its offset (``params.offsets``, metres in the body frame). (For a marker on an
 offset frame rotated in its body, ScaleTool would scale the location along the frame's axes: with
-per-axis scales the written location differs from ScaleTool's there.) One difference is left,
-with per-axis scales only: where a joint's child frame is rotated in the child body, OpenSim
-scales the frame's translation along the body's axes, the core (its joint-frame body) along the
-frame's, so the ``.osim`` puts that body a little elsewhere than the core does.
+per-axis scales the written location differs from ScaleTool's there.) Where a joint's child
+frame is rotated in the child body, both scale the frame's translation along the body's axes
+(the core's rule for a body in its joint-frame body, :mod:`mjx_biomech.body.scaling`).
 """
 
 from __future__ import annotations

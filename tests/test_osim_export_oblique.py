@@ -13,6 +13,8 @@ import mjx_biomech
 from converters import osim as osim_converter
 from converters.opensim_frame import GROUND_TO_WORLD
 from converters.validate import all_coordinate_values, sample_coordinates
+from mjx_biomech.body import scaling
+from mjx_biomech.body.rotations import quat_to_mat_np
 
 osim = pytest.importorskip("opensim", reason="OpenSim's Python package is the judge of these tests")
 
@@ -134,10 +136,55 @@ def test_opensim_engine_places_joint_frames_and_markers_in_their_bodies_as_the_c
     assert worst_marker <= 1e-9
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "with per-axis scales the core scales a body's origin seen from its rotated joint child frame "
-    "(body_pos of thigh in hip_child_frame, of shank in knee_child_frame) along that frame's axes; "
-    "OpenSim scales the child offset frame's translation along the body's: 6.4e-3 m here"))
 def test_opensim_engine_puts_markers_where_the_core_does_with_per_axis_scales(source, tmp_path):
+    # Measured 9.1e-15 m; 6.4e-3 m when the core scaled a body's origin seen from its rotated joint
+    # child frame (body_pos of thigh in hip_child_frame, of shank in knee_child_frame) along that
+    # frame's axes, where OpenSim scales the child offset frame's translation along the body's.
     model, params, exported = _exported(source, tmp_path, per_axis=True, seed=1)
     assert _worst_marker_error(model, params, exported) <= 1e-9
+
+
+def test_opensims_model_scale_puts_joint_offset_frames_and_body_markers_where_the_core_rule_does_per_axis(source):
+    """OpenSim's own ``Model.scale`` (what ScaleTool runs) on the source, nothing of the export
+    written over it: each joint's parent and child offset frame, in its body, and each marker
+    fixed in a body are where the core's scaled fields put them, with per-axis scales."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = mjx_biomech.load_model(source).with_scale_groups(per_axis=PER_AXIS)
+    params = _random_params(model, 1)
+    m0 = model.mj_model
+    with jax.enable_x64(True):
+        body_scales = np.asarray(model.body_scales(jnp.asarray(params.scales, jnp.float64)))
+    core = scaling.scaled_fields(m0, body_scales)  # no marker offsets: OpenSim has none
+
+    scale_set = osim.ScaleSet()
+    for name in ("pelvis", "thigh", "shank", "patella"):
+        scale = osim.Scale()
+        scale.setSegmentName(name)
+        scale.setScaleFactors(osim.Vec3(*map(float, body_scales[m0.body(name).id])))
+        scale.setApply(True)
+        scale_set.cloneAndAppend(scale)
+    scaled = osim.Model(str(source))
+    assert scaled.scale(scaled.initSystem(), scale_set, False, -1.0)
+
+    frame_bodies = model.metadata["opensim"]["frame_bodies"]
+    assert set(frame_bodies) == {"thigh", "shank"}  # the rotated child frames this test is about
+    worst_parent = worst_child = worst_marker = 0.0
+    for joint_name, child in (("hip", "thigh"), ("knee", "shank"), ("patellofemoral", "patella")):
+        joint = scaled.getJointSet().get(joint_name)
+        holder = m0.body(frame_bodies.get(child, child)).id
+        # The parent offset frame: the joint-frame body's origin in the parent body.
+        worst_parent = max(worst_parent, float(np.linalg.norm(_v(joint.get_frames(0).get_translation()) - core["body_pos"][holder])))
+        # The child offset frame's origin in the child body: -Qᵀ body_pos, Q the body's orientation in the frame body.
+        b = m0.body(child).id
+        t_child = -quat_to_mat_np(m0.body_quat[b]).T @ core["body_pos"][b] if b != holder else np.zeros(3)
+        worst_child = max(worst_child, float(np.linalg.norm(_v(joint.get_frames(1).get_translation()) - t_child)))
+    sites = model.marker_sets["opensim"]
+    for name in ("ASIS", "THI", "PAT"):  # ANK is on a rotated offset frame: ScaleTool scales it along the frame's axes
+        got = _v(scaled.getMarkerSet().get(name).get_location())
+        worst_marker = max(worst_marker, float(np.linalg.norm(got - core["site_pos"][m0.site(sites[name]).id])))
+    # Measured 0 (parent frames, markers) and 3e-17 m (child frames); the hip's child frame was 6.0e-3 m
+    # off when the core scaled the body's position in its joint-frame body along the frame's axes.
+    assert worst_parent <= 1e-12
+    assert worst_child <= 1e-12
+    assert worst_marker <= 1e-12

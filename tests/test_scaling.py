@@ -223,3 +223,105 @@ def test_oblique_inertia_gradient_matches_central_differences(oblique):
     analytic = jnp.dot(loss(scales)[1], direction)
     assert abs(fd - analytic) <= 1e-6 * max(1.0, abs(fd)), f"fd {fd} vs grad {analytic}"
     assert np.all(np.isfinite(loss(jnp.ones_like(scales))[1]))
+
+
+# ----------------------------------------------------------------------------- joint child frames
+def _joint_frame_mjcf(rotation: np.ndarray, t: np.ndarray) -> str:
+    """A body ``c`` hung below its joint-child-frame body (as the .osim converter writes a CustomJoint
+    whose child frame is offset by ``t`` and turned by ``rotation`` in ``c``): the frame body at the
+    parent's joint, ``c`` at the frame's inverse pose, both in one per-axis scale group."""
+    import json
+
+    from mjx_biomech.body.rotations import mat_to_quat
+
+    def xml_numbers(values):
+        return " ".join(repr(float(v)) for v in values)
+
+    inverse_quat = np.asarray(mat_to_quat(rotation.T[None], np))[0]
+    meta = {"format": "mjx_biomech/1",
+            "scale_groups": [{"name": "p", "bodies": ["p"], "per_axis": True},
+                             {"name": "c", "bodies": ["c", "j_child_frame"], "per_axis": True}],
+            "opensim": {"frame_bodies": {"c": "j_child_frame"}}}
+    return f"""
+<mujoco>
+  <worldbody>
+    <body name="p" pos="0 0 1">
+      <joint name="px" type="slide" axis="1 0 0"/>
+      <geom type="box" size=".1 .1 .1" mass="3"/>
+      <body name="j_child_frame" pos=".03 -.04 -.2" euler=".1 .2 .3">
+        <joint name="q1" axis=".2 .1 .97"/>
+        <joint name="q2" axis=".9 -.3 .1"/>
+        <body name="c" pos="{xml_numbers(-rotation.T @ t)}" quat="{xml_numbers(inverse_quat)}">
+          <geom type="capsule" fromto="0 0 0 0 -.4 0" size=".04" mass="2"/>
+          <site name="knee" pos=".01 -.4 .02"/>
+          <site name="thigh" pos=".05 -.2 .06"/>
+        </body>
+      </body>
+    </body>
+  </worldbody>
+  <custom><text name="mjx_biomech" data="{json.dumps(meta).replace('"', '&quot;')}"/></custom>
+</mujoco>
+"""
+
+
+@pytest.fixture(scope="module")
+def joint_frame(tmp_path_factory):
+    angle = np.deg2rad(25.0)
+    axis = np.array([0.3, -0.2, 0.9]) / np.linalg.norm([0.3, -0.2, 0.9])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k  # the child frame's axes in c
+    t = np.array([0.01, 0.2, -0.02])  # the child frame's origin in c
+    path = tmp_path_factory.mktemp("joint_frame") / "joint_frame.xml"
+    path.write_text(_joint_frame_mjcf(rotation, t))
+    return mb.load_model(path), rotation, t
+
+
+def test_body_in_its_joint_frame_body_scales_the_frame_offset_along_its_own_axes(joint_frame):
+    """OpenSim's ScaleTool scales a child offset frame's translation ``t`` along the child body's
+    axes: the frame lies at ``s ⊙ t`` in the body, so the body at ``-Rᵀ (s ⊙ t)`` in the frame."""
+    model, rotation, t = joint_frame
+    m0 = model.mj_model
+    c = m0.body("c").id
+    np.testing.assert_array_equal(scaling.joint_frame_children(m0), [c])
+    params = model.default_params().replace(scales=jnp.asarray([1.0, 1.1, 0.9, 1.05, 0.85, 1.2, 0.95]))
+    s = np.asarray(model.body_scales(params))
+    assert np.ptp(s[c]) > 0.3  # per axis, enough to tell the axes apart
+    body_pos = scaling.scaled_fields(m0, s)["body_pos"][c]
+    np.testing.assert_allclose(body_pos, -rotation.T @ (s[c] * t), rtol=0, atol=1e-15)
+    # Along the frame's axes instead (the rule before): millimetres away.
+    assert np.linalg.norm(body_pos - s[c] * (-rotation.T @ t)) > 5e-3
+
+
+def test_body_in_its_joint_frame_body_same_in_jax_kinematics_static_model_and_mjx(joint_frame):
+    model, _, _ = joint_frame
+    params = model.default_params().replace(scales=jnp.asarray([1.0, 1.1, 0.9, 1.05, 0.85, 1.2, 0.95]))
+    q = jnp.asarray([0.05, 0.4, -0.3])
+    kin = model.forward(q, params)
+    m = model.to_mujoco(params)
+    d = mujoco.MjData(m)
+    d.qpos[:] = np.asarray(model.coords_to_qpos(q, params))
+    mujoco.mj_kinematics(m, d)
+    assert_close(kin.xpos, d.xpos, "xpos (JAX kinematics vs the static model)")
+    assert_close(kin.site_xpos, d.site_xpos, "site_xpos (JAX kinematics vs the static model)")
+    mx = model.mjx_model(params)
+    dx = mjx.kinematics(mx, mjx.make_data(mx).replace(qpos=jnp.asarray(d.qpos)))
+    assert_close(dx.site_xpos, d.site_xpos, "site_xpos (MJX vs the static model)")
+
+
+def test_body_in_its_joint_frame_body_is_traceable(joint_frame):
+    """jit, vmap and grad through the rule; the gradient equals central differences."""
+    model, _, _ = joint_frame
+    q = jnp.asarray([0.05, 0.4, -0.3])
+    params = model.default_params()
+
+    def loss(scales):
+        return jnp.sum(model.markers(q, params.replace(scales=scales)) ** 2)
+
+    scales = jnp.asarray([1.0, 1.1, 0.9, 1.05, 0.85, 1.2, 0.95])
+    grad = jax.jit(jax.grad(loss))(scales)
+    direction = jnp.asarray(np.random.default_rng(7).normal(size=scales.shape))
+    h = 1e-6
+    fd = (loss(scales + h * direction) - loss(scales - h * direction)) / (2 * h)
+    assert abs(fd - jnp.dot(grad, direction)) <= 1e-7 * max(1.0, abs(fd))
+    batch = jax.jit(jax.vmap(lambda s: model.markers(q, params.replace(scales=s))))(jnp.stack([scales, 1.1 * scales]))
+    assert_close(batch[1], model.markers(q, params.replace(scales=1.1 * scales)), "vmap")

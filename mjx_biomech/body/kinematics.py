@@ -18,7 +18,7 @@ import numpy as np
 from jax import Array
 
 from mjx_biomech.body.rotations import axis_angle_to_mat, quat_to_mat
-from mjx_biomech.body.scaling import scaled_positions
+from mjx_biomech.body.scaling import joint_frame_children, scaled_positions
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class KinematicTree:
         self.bodies = tuple(bodies)
         self.site_body = np.array(m.site_bodyid, dtype=int)
         self.model = m
+        self._frame_children = joint_frame_children(m)  # read once: the rule needs it at every walk
         # moves[b, a]: qpos entry a belongs to a joint of body b or of one of its ancestors.
         moves = np.zeros((m.nbody, m.nq), dtype=bool)
         for b in range(1, m.nbody):
@@ -142,7 +143,8 @@ class KinematicTree:
 
     def _walk(self, qpos, body_scale, site_offsets, sites, motion: bool):
         dtype = jnp.result_type(qpos.dtype, body_scale.dtype)
-        scaled = scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"))
+        scaled = scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"),
+                                  frame_children=self._frame_children)
         xpos = [jnp.zeros(3, dtype)] * self.nbody
         xmat = [jnp.eye(3, dtype=dtype)] * self.nbody
         nq = self.model.nq

@@ -7,7 +7,15 @@ on traced parameters for MJX and for :class:`~mjx_biomech.body.kinematics.Kinema
 
 - Positions inside a body scale with that body's scale vector: a child's ``body_pos`` with its
   parent's; ``jnt_pos``, ``geom_pos``, ``site_pos`` (then plus the site's offset), ``cam_pos``,
-  ``light_pos`` and ``body_ipos`` with the body's own.
+  ``light_pos`` and ``body_ipos`` with the body's own. One exception: a body placed in its own
+  joint-child-frame body (what the ``.osim`` converter makes of a CustomJoint whose child frame
+  is offset in the child body; metadata ``opensim.frame_bodies``, see
+  :func:`joint_frame_children`) is where the child frame's offset ``t`` in the body puts it,
+  and that offset scales with the body's own scale vector along the body's own axes, as
+  OpenSim's ScaleTool scales the child offset frame: ``body_pos = -Rᵀ t`` becomes
+  ``-Rᵀ (s ⊙ t) = Q (s ⊙ Qᵀ body_pos)``, ``Q = Rᵀ`` the body's ``body_quat``. (Scaling it along
+  the joint frame's axes, ``s ⊙ body_pos``, is the same for isotropic scales or an unrotated
+  frame, and moves the body otherwise.)
 - Sizes of geoms and sites follow the body scale expressed along the element's own axes (the
   stretch of each axis): boxes and ellipsoids per axis; capsule and cylinder radii by the mean
   of the two radial stretches, half-lengths by the axial one, and their axis turns with the
@@ -41,6 +49,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from mjx_biomech.body.metadata import read_metadata
 from mjx_biomech.body.rotations import mat_to_quat, quat_between, quat_mul, quats_to_mats_np
 
 if TYPE_CHECKING:
@@ -93,15 +102,59 @@ def scaled_fields(
     return out
 
 
-def scaled_positions(m0: mujoco.MjModel, bscale, offsets=None, xp=np, names=tuple(_POSITION_OWNERS)) -> dict:
-    """The position fields ``names`` (metres, in their body's frame) of :func:`scaled_fields`."""
+def scaled_positions(
+    m0: mujoco.MjModel, bscale, offsets=None, xp=np, names=tuple(_POSITION_OWNERS), frame_children=None
+) -> dict:
+    """The position fields ``names`` (metres, in their body's frame) of :func:`scaled_fields`.
+
+    ``frame_children``: the ids of :func:`joint_frame_children` (None: read from ``m0``'s metadata).
+    """
     out = {}
     for name in names:
         owner = np.asarray(_POSITION_OWNERS[name](m0))
         out[name] = np.asarray(getattr(m0, name)) * bscale[owner]
+    if "body_pos" in out:
+        children = joint_frame_children(m0) if frame_children is None else np.asarray(frame_children, dtype=int)
+        if len(children):
+            out["body_pos"] = _frame_child_positions(m0, bscale, out["body_pos"], children, xp)
     if offsets is not None and "site_pos" in out:
         out["site_pos"] = out["site_pos"] + offsets
     return out
+
+
+def joint_frame_children(m0: mujoco.MjModel) -> np.ndarray:
+    """Ids (sorted) of the bodies whose parent is their own joint-child-frame body.
+
+    The ``.osim`` converter puts a CustomJoint's child body, when the joint's child frame is
+    offset in it, inside a body at that frame (named in the metadata's ``opensim.frame_bodies``,
+    body -> frame body): the joints move the frame, and the body hangs below it at the inverse of
+    the frame's offset. Such a body's ``body_pos`` scales with its own scale vector along its own
+    axes (the module's docstring). Models without that metadata have none.
+    """
+    meta = read_metadata(m0)
+    opensim = meta.get("opensim") if isinstance(meta, dict) else None
+    frames = opensim.get("frame_bodies") if isinstance(opensim, dict) else None
+    if not isinstance(frames, dict):
+        return np.zeros(0, dtype=int)
+    ids = set()
+    for child, frame in frames.items():
+        b = mujoco.mj_name2id(m0, mujoco.mjtObj.mjOBJ_BODY, str(child))
+        f = mujoco.mj_name2id(m0, mujoco.mjtObj.mjOBJ_BODY, str(frame))
+        if b > 0 and f > 0 and int(m0.body_parentid[b]) == f:
+            ids.add(b)
+    return np.array(sorted(ids), dtype=int)
+
+
+def _frame_child_positions(m0: mujoco.MjModel, bscale, body_pos, children: np.ndarray, xp):
+    """``body_pos`` with the rows ``children`` (bodies in their joint-child-frame body) replaced by
+    ``Q (s ⊙ Qᵀ p)``: ``p`` the unscaled ``body_pos``, ``Q`` the body's orientation in the frame
+    body, ``s`` the body's own scale vector (the frame's offset in the body scaled along the
+    body's axes)."""
+    q = quats_to_mats_np(np.asarray(m0.body_quat)[children])  # (K, 3, 3): body axes in the frame body
+    local = np.einsum("kji,kj->ki", q, np.asarray(m0.body_pos)[children])  # Qᵀ p: the position along the body's axes
+    scaled = xp.einsum("kij,kj->ki", q, bscale[children] * local)
+    rest = np.setdiff1d(np.arange(m0.nbody), children)
+    return _assemble(m0.nbody, [(rest, body_pos[rest]), (children, scaled)], xp)
 
 
 def _assemble(n: int, parts, xp):

@@ -156,8 +156,7 @@ def test_left_right_swaps_of_a_detector_are_found_and_undone(model, trial, plain
 
 @pytest.mark.slow
 def test_levenberg_marquardt_on_the_spline_recovers_the_person(model):
-    # A short capture: optimistix's LM builds the dense Jacobian (every residual x every
-    # variable), about 1.6 GB for these 18 frames.
+    # The banded LM over the spline's control points (solvers/spline_lm.py) on every frame.
     walk = _walk(model, 0.6)
     coords, person, rig, cap = walk["coords"], walk["person"], walk["rig"], walk["capture"]
     result = fit(model, cap, rig, MARKERS, solver="lm", steps=25, bundle_adjust=False, offset_weight=30.0)

@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "implicit MLP of time (AdamW only)")
     parser.add_argument("--solver", choices=("adam", "lm"), default=d["solver"],
                         help="AdamW on random frames (any representation) or Levenberg-Marquardt on every frame "
-                             "(spline only; builds a dense Jacobian, for short captures)")
+                             "(spline only: banded normal equations over the control points, any capture length)")
     parser.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate at the start")
     parser.add_argument("--no-bundle-adjust", action="store_true", help="keep the calibration's extrinsics fixed")
     parser.add_argument("--holdout-camera", action="append", default=[], metavar="NAME",

@@ -10,8 +10,9 @@ One objective (:mod:`~mjx_biomech.fitting.objective`), several scopes and two so
   model says were exchanged are swapped back (:mod:`~mjx_biomech.fitting.relabel`);
 - solvers: optax AdamW with the paper's schedule on random time points, any trajectory
   (:mod:`~mjx_biomech.fitting.solvers.adam`, with :mod:`~mjx_biomech.fitting.checkpoints`), or
-  Levenberg–Marquardt from optimistix on every frame, spline trajectories
-  (:mod:`~mjx_biomech.fitting.solvers.lm`).
+  Levenberg–Marquardt on every frame, spline trajectories (their control points' normal
+  equations banded, the shared variables eliminated by the Schur complement:
+  :mod:`~mjx_biomech.fitting.solvers.spline_lm`).
 
 Each solver's step is compiled once per model, marker set, array shapes and settings, and the
 data and learning rates enter as arguments, so fits of same-shaped captures reuse the compiled
@@ -51,8 +52,8 @@ from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.capture.captures import Capture, mirror_pairs
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting import anthropometry, checkpoints, relabel
-from mjx_biomech.fitting.bundle_adjustment import joint_bundle_adjustment
-from mjx_biomech.fitting.solvers import Progress, adam, lm
+from mjx_biomech.fitting.bundle_adjustment import joint_bundle_adjustment, spline_fit
+from mjx_biomech.fitting.solvers import Progress, adam
 from mjx_biomech.fitting.uncertainty import fit_uncertainty
 from mjx_biomech.fitting.variables import FitSetup, TrialArrays, initial_variables
 
@@ -362,15 +363,16 @@ def _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps: int
 
     def report(stage, k, total, info):
         # Each solve counts from 0; the fit's one "lm" stage counts on from the solves before.
-        if stage != lm.STAGE:
+        if stage != "lm":
             progress(stage, k, total, info)
         elif k > 0:
-            progress(lm.STAGE, done + k, steps, info)
+            progress("lm", done + k, steps, info)
 
     if progress is not None:
-        progress(lm.STAGE, 0, steps, {})
+        progress("lm", 0, steps, {})
     history = []
-    for count, free in solves:
+    last = max(i for i, (count, _) in enumerate(solves) if count > 0)
+    for i, (count, free) in enumerate(solves):
         if count <= 0:
             continue
         ba_on = jnp.asarray(1.0 if free else 0.0, dtype)
@@ -379,7 +381,10 @@ def _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps: int
                                                          relabelling.threshold_px)
         if free and ba_iterations > 0:
             v = joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
-        v, h = lm.run(v, setup, rig, trials, count, 0 if free else count, None if progress is None else report)
-        history.extend(h)
+        # A solve that a relabelling follows only needs to be near the optimum (its detections
+        # change after it): it stops at 1e-3 relative progress, the last one at 1e-6.
+        v, h = spline_fit(v, setup, rig, trials, count, free, None if progress is None else report,
+                          rtol=1e-6 if i == last else 1e-3)
+        history.extend(h[1:] if len(h) > 1 else h)
         done += count
     return v, trials, swapped, history

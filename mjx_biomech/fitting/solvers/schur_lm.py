@@ -162,7 +162,9 @@ _objective = eqx.filter_jit(objective)
 
 
 @eqx.filter_jit
-def _assemble(residual, prior, q, p, frames, args, linearise):
+def _assemble(residual, prior, q, p, frames, args, linearise, assemble=None):
+    if assemble is not None:
+        return assemble(q, p, frames, args)
     return normal_equations(residual, prior, q, p, frames, args, linearise)
 
 
@@ -189,6 +191,7 @@ def schur_levenberg_marquardt(
     progress: Progress | None = None,
     stage: str = "bundle adjustment",
     linearise: Callable | None = None,
+    assemble: Callable | None = None,
 ):
     """Minimise ``½ Σ_f |residual(q_f, p, frames_f, args)|² + ½ |prior(p, args)|²``.
 
@@ -207,6 +210,8 @@ def schur_levenberg_marquardt(
             :mod:`mjx_biomech.fitting.fit`); it ends before ``iterations`` once converged.
         linearise: a frame's residuals and Jacobians in closed form (:func:`normal_equations`);
             None for ``jax.jacfwd`` of ``residual``. Give a module-level function.
+        assemble: ``assemble(q, p, frames, args) -> NormalEquations``, where the problem
+            assembles its system itself (replaces ``linearise``); a module-level function.
 
     Returns:
         ``(q, p, history)``: the solution and the objective after every accepted step.
@@ -216,7 +221,7 @@ def schur_levenberg_marquardt(
     if progress is not None:
         progress(stage, 0, iterations, {})
     for i in range(iterations):
-        eq = _assemble(residual, prior, q, p, frames, args, linearise)
+        eq = _assemble(residual, prior, q, p, frames, args, linearise, assemble)
         accepted = False
         for _attempt in range(8):
             q1, p1, c1, predicted = _try(residual, prior, eq, q, p, frames, args, jnp.asarray(lam, eq.C.dtype))

@@ -46,7 +46,8 @@ MIN_CONFIDENCE = 0.5
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("data", nargs="?", default=str(DEFAULT), help="the demo folder")
-    parser.add_argument("--steps", type=int, default=2000, help="AdamW steps")
+    parser.add_argument("--steps", type=int, default=2000, help="AdamW steps (LM: iterations per solve at most)")
+    parser.add_argument("--solver", choices=("adam", "lm"), default="adam")
     parser.add_argument("--out", default="pose2sim_fit", help="output folder")
     parser.add_argument("--representation", choices=("spline", "mlp"), default="spline")
     parser.add_argument("--no-bundle-adjust", action="store_true", help="keep the calibration's extrinsics fixed")
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
                          capture.fps, capture.keypoint_names, capture.camera_names, name=capture.name)
     options = {} if args.body_prior_weight is None else {"body_prior_weight": args.body_prior_weight}
     with progress_bars() as progress:
-        result = fit(model, fitted, rig, "blazepose33", representation=args.representation, solver="adam", steps=args.steps,
+        result = fit(model, fitted, rig, "blazepose33", representation=args.representation, solver=args.solver, steps=args.steps,
                      bundle_adjust=not args.no_bundle_adjust, progress=progress, **options)
     fit_output.save(result, args.out)
 

@@ -28,6 +28,9 @@ def test_fit_command_defaults_are_the_library_defaults_and_shown_in_help():
     assert args.no_relabel is (not library["relabel_left_right"])
     text = " ".join(parser.format_help().split())
     assert f"(default: {library['steps']})" in text
+    from mjx_biomech.fitting.fit import ADAM_STEPS, LM_ITERATIONS
+
+    assert f"None: {ADAM_STEPS}" in text and f"None: {LM_ITERATIONS}" in text
     # Every option says what it does.
     for action in parser._actions:
         if action.option_strings and action.dest != "help":

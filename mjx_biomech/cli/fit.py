@@ -79,6 +79,8 @@ def _fit_defaults() -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mjx_biomech.fitting.fit import ADAM_STEPS, LM_ITERATIONS
+
     d = _fit_defaults()
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("--calibration", required=True, help="anipose/Pose2Sim calibration.toml")
@@ -88,13 +90,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--marker-set", required=True, help="the model's marker set the keypoints follow (e.g. blazepose33)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--model", default=None, help="model (MJCF/.osim path or myo_sim:NAME; default: the bundled model)")
-    parser.add_argument("--steps", type=int, default=d["steps"], help="AdamW steps (LM: iterations)")
+    parser.add_argument("--steps", type=int, default=d["steps"],
+                        help=f"AdamW steps (None: {ADAM_STEPS}) or LM iterations per solve at most (None: {LM_ITERATIONS}; "
+                             "each solve stops once converged)")
     parser.add_argument("--representation", choices=("spline", "mlp"), default=d["representation"],
                         help="joint-angle trajectories: a cubic B-spline (few parameters, any solver) or the paper's "
                              "implicit MLP of time (AdamW only)")
     parser.add_argument("--solver", choices=("adam", "lm"), default=d["solver"],
-                        help="AdamW on random frames (any representation) or Levenberg-Marquardt on every frame "
-                             "(spline only: banded normal equations over the control points, any capture length)")
+                        help="Levenberg-Marquardt on every frame (spline only: banded normal equations over the control "
+                             "points, any capture length) or AdamW on random frames (any representation); None: lm for "
+                             "a spline, adam for the MLP")
     parser.add_argument("--lr", type=float, default=d["lr"], help="AdamW learning rate at the start")
     parser.add_argument("--no-bundle-adjust", action="store_true", help="keep the calibration's extrinsics fixed")
     parser.add_argument("--holdout-camera", action="append", default=[], metavar="NAME",

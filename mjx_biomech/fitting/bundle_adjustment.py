@@ -251,10 +251,15 @@ def spline_fit(
     basis = spline_lm.Basis(jnp.asarray(np.concatenate(index)), jnp.asarray(np.concatenate(weights), dtype),
                             jnp.asarray(np.concatenate(offsets), dtype))
     control = jnp.concatenate([traj.control for traj in v.trajectories])
+    # The cameras are always among the shared variables, held where not free: one compiled
+    # program serves both kinds of solve.
+    p0 = shared_vector(v, True)
+    held = np.zeros(p0.shape, bool)
+    held[p0.shape[0] - 6 * len(rig):] = not free_cameras
     control, p, history = spline_lm.spline_levenberg_marquardt(
-        _residual, prior, control, shared_vector(v, free_cameras), data, basis, (setup, rig, cmap0, free_cameras),
-        iterations=iterations, rtol=rtol, progress=progress, stage=stage, assemble=normal_equations)
-    shared = unpack_shared(p, setup, len(rig), free_cameras)
+        _residual, prior, control, p0, data, basis, (setup, rig, cmap0, True), iterations=iterations, rtol=rtol,
+        progress=progress, stage=stage, assemble=normal_equations, held=held)
+    shared = unpack_shared(p, setup, len(rig), True)
     trajs, start = [], 0
     for traj in v.trajectories:
         K = traj.control.shape[0]

@@ -57,6 +57,11 @@ from mjx_biomech.fitting.solvers import Progress, adam
 from mjx_biomech.fitting.uncertainty import fit_uncertainty
 from mjx_biomech.fitting.variables import FitSetup, TrialArrays, initial_variables
 
+# The default length of a fit: AdamW steps, or Levenberg–Marquardt iterations per solve (each
+# solve stops once converged: 10-40 iterations on the benchmark captures).
+ADAM_STEPS = 2000
+LM_ITERATIONS = 100
+
 # Where ``undetermined="tie"`` puts a scale group the data do not determine: the group whose
 # scale it then shares (its neighbour in the body, or its other side).
 TIE_TO = {
@@ -113,8 +118,8 @@ def fit(
     rig: CameraRig,
     marker_set: str,
     representation: str = "spline",
-    solver: str = "adam",
-    steps: int = 2000,
+    solver: str | None = None,
+    steps: int | None = None,
     lr: float = 3e-2,
     bundle_adjust: bool = True,
     ba_start_fraction: float = 0.75,
@@ -150,17 +155,25 @@ def fit(
         rig: the calibration; every capture must name exactly its cameras.
         representation: ``"spline"`` (cubic B-spline, ``knots_per_second``) or ``"mlp"``
             (the paper's implicit MLP, ``mlp_width`` × ``mlp_depth``).
-        solver: ``"adam"`` (AdamW, β1 = 0.8, weight decay 1e-5, learning rate ``lr`` decaying
+        solver: None (default): ``"lm"`` for a spline, ``"adam"`` for an MLP or when
+            ``checkpoint_dir`` is given. ``"adam"`` (AdamW, β1 = 0.8, weight decay 1e-5, learning rate ``lr`` decaying
             exponentially 1000-fold over ``steps``, ``time_points_per_step`` random frames per
-            trial per step) or ``"lm"`` (Levenberg–Marquardt on every frame, ``steps``
-            iterations; spline only).
+            trial per step) or ``"lm"`` (Levenberg–Marquardt on every frame; spline only: at most
+            ``steps`` iterations per solve, each solve stopping once converged, see
+            ``bundle_adjust``). On the benchmark capture LM reaches AdamW's reprojection error in
+            an eighth of its time (``benchmarks/fit.py``).
+        steps: AdamW steps (default :data:`ADAM_STEPS`) or LM iterations per solve at most
+            (default :data:`LM_ITERATIONS`).
         bundle_adjust: free camera extrinsics for the last ``1 − ba_start_fraction`` of the
-            steps, the gauge fixed by the first camera (held) and the distance from it to the
+            (AdamW) steps, the gauge fixed by the first camera (held) and the distance from it to the
             second (kept). At that point a Levenberg–Marquardt bundle adjustment refines every
             frame's pose, the body parameters and the cameras together (``ba_iterations``
             iterations, :mod:`mjx_biomech.fitting.bundle_adjustment`); the steps after it refine
             the trajectories with the cameras moving at Adam learning rate ``ba_lr`` (decaying
-            1000-fold over that phase), and a last bundle adjustment ends the fit.
+            1000-fold over that phase), and a last bundle adjustment ends the fit. With ``solver="lm"``
+            the fit ends with a solve that moves the cameras with everything else (the spline's
+            control points, body and cameras together: the bundle adjustment) after those that
+            hold them; ``ba_start_fraction``, ``ba_lr`` and ``ba_iterations`` are AdamW's.
         huber_delta_px: Huber threshold (px). offset_weight: prior weight per (1 cm)² of marker
             offset. scale_weight: prior weight on log scales of groups other than ``overall``.
             body_prior_weight: weight of the anthropometric priors
@@ -210,6 +223,10 @@ def fit(
         standard errors (``result.uncertainty``) and, under ``metrics["warnings"]``, sentences
         about an implausible body (:func:`~mjx_biomech.analysis.plausibility.body_warnings`).
     """
+    if solver is None:
+        solver = "adam" if representation == "mlp" or checkpoint_dir is not None else "lm"
+    if steps is None:
+        steps = ADAM_STEPS if solver == "adam" else LM_ITERATIONS
     _check_settings(representation, solver, steps, ba_start_fraction, undetermined)
     if undetermined != "keep":
         # Every setting as given (the parameters are all that is bound so far), for both fits.
@@ -261,8 +278,8 @@ def fit(
         if bundle_adjust and ba_start < steps:
             v = joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
     else:
-        v, trials, swapped, history = _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps, ba_start,
-                                                           ba_iterations if bundle_adjust else 0, progress)
+        v, trials, swapped, history = _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps, bundle_adjust,
+                                                           progress)
     elapsed = time.perf_counter() - started
     sigma = fit_uncertainty(v, setup, rig, trials, free_cameras=bundle_adjust) if uncertainty else None
     params = v.params(setup)
@@ -347,44 +364,39 @@ def _refit_undetermined(first: FitResult, mode: str, refit) -> FitResult:
     return dataclasses.replace(result, metrics={**result.metrics, "warnings": body_warnings(result)})
 
 
-def _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps: int, ba_start: int, ba_iterations: int,
+def _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps: int, bundle_adjust: bool,
                          progress: Progress | None):
-    """The LM fit: solves with the cameras held (``ba_start`` iterations, split in two with a
-    left/right relabelling between them), a relabelling, then with the cameras free for the
-    rest (and a joint bundle adjustment of ``ba_iterations`` iterations before that solve). One
-    ``"lm"`` progress stage counts the iterations of every solve.
+    """The LM fit: solves of at most ``steps`` iterations each: one with the cameras held, then,
+    with ``bundle_adjust``, one with them free (the bundle adjustment: every pose on its spline,
+    the body and the cameras together; per-frame poses add nothing a spline's control points
+    cannot follow), these two only to 1e-3 relative progress; then the left/right relabelling and
+    view rejection (at the fitted cameras: with the given ones off by a few degrees, the fit
+    would blame the detector for the camera) and a last solve to 1e-6. One ``"lm"`` progress stage
+    counts the iterations of every solve (out of ``steps`` per solve; a solve that converges
+    early skips the rest of its share).
 
     Returns ``(v, trials, swapped, history)``."""
     dtype = v.log_scales.dtype
-    held = min(ba_start, steps)
-    first = held // 2 if len(relabelling.pairs) else held
-    solves = [(first, False), (held - first, False), (steps - held, True)]
+    solves = [(False, 1e-3)] + ([(True, 1e-3)] if bundle_adjust else []) + [(bundle_adjust, 1e-6)]
+    total = steps * len(solves)
     done = 0
 
-    def report(stage, k, total, info):
+    def report(stage, k, of, info):
         # Each solve counts from 0; the fit's one "lm" stage counts on from the solves before.
         if stage != "lm":
-            progress(stage, k, total, info)
+            progress(stage, k, of, info)
         elif k > 0:
-            progress("lm", done + k, steps, info)
+            progress("lm", done + k, total, info)
 
     if progress is not None:
-        progress("lm", 0, steps, {})
+        progress("lm", 0, total, {})
     history = []
-    last = max(i for i, (count, _) in enumerate(solves) if count > 0)
-    for i, (count, free) in enumerate(solves):
-        if count <= 0:
-            continue
-        ba_on = jnp.asarray(1.0 if free else 0.0, dtype)
-        if done > 0:
+    for i, (free, rtol) in enumerate(solves):
+        if i == len(solves) - 1:
+            ba_on = jnp.asarray(1.0 if free else 0.0, dtype)
             trials, swapped = relabel.relabel_left_right(v, setup, rig, trials, ba_on, relabelling.pairs, swapped,
                                                          relabelling.threshold_px)
-        if free and ba_iterations > 0:
-            v = joint_bundle_adjustment(v, setup, rig, trials, ba_iterations, progress)
-        # A solve that a relabelling follows only needs to be near the optimum (its detections
-        # change after it): it stops at 1e-3 relative progress, the last one at 1e-6.
-        v, h = spline_fit(v, setup, rig, trials, count, free, None if progress is None else report,
-                          rtol=1e-6 if i == last else 1e-3)
+        v, h = spline_fit(v, setup, rig, trials, steps, free, None if progress is None else report, rtol=rtol)
         history.extend(h[1:] if len(h) > 1 else h)
-        done += count
+        done += steps
     return v, trials, swapped, history

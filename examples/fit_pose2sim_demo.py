@@ -18,7 +18,7 @@ world (y, z, x)) through the calibration as given.
 detections held out. The pelvis heading's span shows whether the fit's start stayed robust.
 
     python examples/fit_pose2sim_demo.py [DATA_FOLDER] [--steps N] [--out DIR] [--nan-fraction F]
-        [--no-bundle-adjust] [--representation spline|mlp]
+        [--no-bundle-adjust] [--representation spline|mlp] [--solver adam|lm]
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ MIN_CONFIDENCE = 0.5
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("data", nargs="?", default=str(DEFAULT), help="the demo folder")
-    parser.add_argument("--steps", type=int, default=2000, help="AdamW steps (LM: iterations per solve at most)")
-    parser.add_argument("--solver", choices=("adam", "lm"), default="adam")
+    parser.add_argument("--steps", type=int, default=None, help="AdamW steps or LM iterations per solve at most (None: fit()'s)")
+    parser.add_argument("--solver", choices=("adam", "lm"), default=None, help="None: fit()'s (LM for a spline)")
     parser.add_argument("--out", default="pose2sim_fit", help="output folder")
     parser.add_argument("--representation", choices=("spline", "mlp"), default="spline")
     parser.add_argument("--no-bundle-adjust", action="store_true", help="keep the calibration's extrinsics fixed")

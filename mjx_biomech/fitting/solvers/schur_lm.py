@@ -175,7 +175,7 @@ def _try(residual, prior, eq, q, p, frames, args, lam):
     cost = objective(residual, prior, q1, p1, frames, args)
     # The cost the linear model predicts: how much of the decrease was real decides the damping.
     predicted = -(jnp.sum(dq * eq.gq) + jnp.dot(dp, eq.gp)) * 0.5
-    return q1, p1, cost, predicted
+    return (q1, p1), cost, predicted
 
 
 def schur_levenberg_marquardt(
@@ -217,14 +217,34 @@ def schur_levenberg_marquardt(
         ``(q, p, history)``: the solution and the objective after every accepted step.
     """
     cost = float(_objective(residual, prior, q, p, frames, args)) if iterations > 0 else float("nan")
+    (q, p), history = damped_iterations(
+        (q, p), cost, lambda x: _assemble(residual, prior, *x, frames, args, linearise, assemble),
+        lambda eq, x, lam: _try(residual, prior, eq, *x, frames, args, jnp.asarray(lam, eq.C.dtype)),
+        iterations, lam, rtol, progress, stage)
+    return q, p, history
+
+
+def damped_iterations(x, cost: float, assemble: Callable, attempt: Callable, iterations: int, lam: float, rtol: float,
+                      progress: Progress | None, stage: str):
+    """The Levenberg–Marquardt loop this module's solver and
+    :func:`~mjx_biomech.fitting.solvers.spline_lm.spline_levenberg_marquardt` share: from the
+    variables ``x`` (any pytree) at objective ``cost``, at most ``iterations`` systems
+    ``assemble(x)``, each trying up to 8 dampings (``attempt(system, x, lam) -> (x1, cost1,
+    predicted decrease)``, the damping ×10 after a rejection, then ×1/3, ×1 or ×2 by the gain
+    ratio); it stops once an accepted step lowers the objective by less than ``rtol`` of it or
+    none is accepted. ``progress(stage, i, iterations, {"loss", "damping"})`` after each
+    iteration (and ``(stage, 0, iterations, {})`` first).
+
+    Returns ``(x, history)``: the solution and the objective after every accepted step.
+    """
     history = [cost]
     if progress is not None:
         progress(stage, 0, iterations, {})
     for i in range(iterations):
-        eq = _assemble(residual, prior, q, p, frames, args, linearise, assemble)
+        eq = assemble(x)
         accepted = False
         for _attempt in range(8):
-            q1, p1, c1, predicted = _try(residual, prior, eq, q, p, frames, args, jnp.asarray(lam, eq.C.dtype))
+            x1, c1, predicted = attempt(eq, x, lam)
             c1 = float(c1)
             if math.isfinite(c1) and c1 < cost:
                 gain = (cost - c1) / max(float(predicted), 1e-300)
@@ -234,10 +254,10 @@ def schur_levenberg_marquardt(
             lam *= 10.0
         if accepted:
             improvement = (cost - c1) / max(cost, 1e-300)
-            q, p, cost = q1, p1, c1
+            x, cost = x1, c1
             history.append(cost)
         if progress is not None:
-            progress(stage, i + 1, iterations, {"loss": cost})
+            progress(stage, i + 1, iterations, {"loss": cost, "damping": lam})
         if not accepted or improvement < rtol:
             break
-    return q, p, history
+    return x, history

@@ -22,7 +22,6 @@ trial's, so the band has zero blocks between trials and nothing else changes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mjx_biomech.fitting.solvers import Progress
-from mjx_biomech.fitting.solvers.schur_lm import normal_equations, objective
+from mjx_biomech.fitting.solvers.schur_lm import damped_iterations, normal_equations, objective
 
 # The lower band: block (k, k − d) for d = 0..3, and the (a, b) pairs of a frame's four control
 # points that land in it (a ≥ b: row i + a, column i + b).
@@ -205,7 +204,7 @@ def _try(residual, prior, eq, c, p, frames, basis, args, lam, held):
     c1, p1 = c + dc, p + dp
     cost = _objective(residual, prior, c1, p1, frames, basis, args)
     predicted = -(jnp.sum(dc * eq.gc) + jnp.dot(dp, eq.gp)) * 0.5
-    return c1, p1, cost, predicted
+    return (c1, p1), cost, predicted
 
 
 def iteration_bytes(residual, prior, c, p, frames, basis: Basis, args=None, linearise=None, assemble=None) -> int:
@@ -259,27 +258,8 @@ def spline_levenberg_marquardt(
     """
     held = jnp.zeros_like(p) if held is None else jnp.asarray(held, p.dtype)
     cost = float(_cost(residual, prior, c, p, frames, basis, args))
-    history = [cost]
-    if progress is not None:
-        progress(stage, 0, iterations, {})
-    for i in range(iterations):
-        eq = _assemble(residual, prior, c, p, frames, basis, args, linearise, assemble)
-        accepted = False
-        for _attempt in range(8):
-            c1, p1, c_new, predicted = _try(residual, prior, eq, c, p, frames, basis, args, jnp.asarray(lam, eq.C.dtype), held)
-            c_new = float(c_new)
-            if math.isfinite(c_new) and c_new < cost:
-                gain = (cost - c_new) / max(float(predicted), 1e-300)
-                lam = lam * (1 / 3 if gain > 0.75 else 1.0 if gain > 0.25 else 2.0)
-                accepted = True
-                break
-            lam *= 10.0
-        if accepted:
-            improvement = (cost - c_new) / max(cost, 1e-300)
-            c, p, cost = c1, p1, c_new
-            history.append(cost)
-        if progress is not None:
-            progress(stage, i + 1, iterations, {"loss": cost, "damping": lam})
-        if not accepted or improvement < rtol:
-            break
+    (c, p), history = damped_iterations(
+        (c, p), cost, lambda x: _assemble(residual, prior, *x, frames, basis, args, linearise, assemble),
+        lambda eq, x, lam: _try(residual, prior, eq, *x, frames, basis, args, jnp.asarray(lam, eq.C.dtype), held),
+        iterations, lam, rtol, progress, stage)
     return c, p, history

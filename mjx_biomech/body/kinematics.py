@@ -5,6 +5,12 @@ order: slides translate along the current frame's axis, hinges and balls rotate 
 anchor, free joints set the pose), specialised at trace time to the model's joint types so the
 compiled program is a short chain of 3x3 products. The scaled ``body_pos``, ``jnt_pos`` and
 ``site_pos`` it walks come from the scaling rule (:func:`mjx_biomech.body.scaling.scaled_positions`).
+
+Derivatives do not go through that chain: a custom JVP carries the inputs' tangents down the
+tree as each body's twist (angular and linear velocity, world frame) from the joint axes and
+anchors the walk recorded. JAX transposes that linear rule for reverse mode, which then sums
+each body's subtree (as a recursive Newton–Euler pass does) instead of differentiating every
+3x3 product.
 """
 
 from __future__ import annotations
@@ -121,9 +127,24 @@ class KinematicTree:
             body_scale: (B, 3) per-body scale vectors in each body's frame (row 0, world, is 1).
             site_offsets: (S, 3) metres in the body frame, added after scaling; None for zeros.
             sites: optional index array selecting the sites to return (default: all).
+
+        Derivatives (forward and reverse mode) come from a closed-form rule: the tangent of every
+        input is carried down the tree as each body's twist (angular and linear velocity in the
+        world frame), so differentiation never goes through the chain of rotation products.
         """
-        kin, _ = self._walk(qpos, body_scale, site_offsets, sites, motion=False)
-        return kin
+        scaled = self._scaled(body_scale, site_offsets)
+        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
+
+        @jax.custom_jvp
+        def walk(qpos, body_pos, jnt_pos, site_pos):
+            return self._walk(qpos, body_pos, jnt_pos, site_pos, site_ids)[0]
+
+        @walk.defjvp
+        def walk_jvp(primals, tangents):
+            kin, record = self._walk(*primals, site_ids)
+            return kin, self._twist_tangent(kin, record, site_ids, primals[3], *tangents)
+
+        return walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"])
 
     def site_jacobian(
         self, qpos: Array, body_scale: Array, site_offsets: Array | None = None, sites=None
@@ -131,8 +152,10 @@ class KinematicTree:
         """:meth:`forward` and the derivative of the site positions with respect to qpos,
         (S, 3, nq), in closed form (joint axes and lever arms, as MuJoCo's ``mj_jac``; for ball and
         free joints, the derivative of the rotation with respect to the quaternion's entries)."""
-        kin, motion = self._walk(qpos, body_scale, site_offsets, sites, motion=True)
+        scaled = self._scaled(body_scale, site_offsets)
         site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
+        kin, record = self._walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"], site_ids)
+        motion = record.motion(self.bodies, self.model.nq, kin.xpos.dtype)
         mask = self._moves[self.site_body[site_ids]]  # (S, nq)
         w, t = motion.omega.T[None], motion.t.T[None]  # (1, 3, nq)
         lever = kin.site_xpos[:, :, None] - motion.x.T[None]  # (S, 3, nq)
@@ -141,18 +164,21 @@ class KinematicTree:
                          w[:, 0] * lever[:, 1] - w[:, 1] * lever[:, 0]], axis=1) + t
         return kin, jac * mask[:, None, :]
 
-    def _walk(self, qpos, body_scale, site_offsets, sites, motion: bool):
-        dtype = jnp.result_type(qpos.dtype, body_scale.dtype)
-        scaled = scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"),
-                                  frame_children=self._frame_children)
+    def _scaled(self, body_scale, site_offsets) -> dict:
+        return scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"),
+                                frame_children=self._frame_children)
+
+    def _walk(self, qpos, body_pos, jnt_pos, site_pos, site_ids: np.ndarray) -> tuple[Kinematics, _Record]:
+        """The poses, and what the derivatives need: each joint's world axes (rotation rates per
+        qpos entry) and anchor, the frame before and after it, and each body's parent frame."""
+        dtype = jnp.result_type(qpos.dtype, body_pos.dtype)
         xpos = [jnp.zeros(3, dtype)] * self.nbody
         xmat = [jnp.eye(3, dtype=dtype)] * self.nbody
-        nq = self.model.nq
-        zero3 = jnp.zeros(3, dtype)
-        Om, X, Tr = [zero3] * nq, [zero3] * nq, [zero3] * nq
+        record = _Record()
         for body in self.bodies:
             pmat, ppos = xmat[body.parent], xpos[body.parent]
-            pos = ppos + pmat @ scaled["body_pos"][body.index] if body.pos.any() else ppos
+            record.parent_mat[body.index] = pmat
+            pos = ppos + pmat @ body_pos[body.index] if body.pos.any() else ppos
             mat = pmat if np.allclose(body.rot, np.eye(3), atol=0) else pmat @ body.rot
             for jnt in body.joints:
                 a = jnt.qposadr
@@ -161,44 +187,38 @@ class KinematicTree:
                     pos = qpos[a : a + 3]
                     quat = qpos[a + 3 : a + 7]
                     mat = quat_to_mat(quat)
-                    if motion:
-                        eye = jnp.eye(3, dtype=dtype)
-                        for k in range(3):
-                            Tr[a + k] = eye[k]
-                        dR = jax.jacfwd(quat_to_mat)(quat)  # (3, 3, 4)
-                        for k in range(4):
-                            Om[a + 3 + k], X[a + 3 + k] = _vee(dR[:, :, k] @ mat.T), pos
+                    dR = jax.jacfwd(quat_to_mat)(jax.lax.stop_gradient(quat))  # (3, 3, 4)
+                    record.joints[jnt.index] = _JointRecord(
+                        axes=[_vee(dR[:, :, k] @ mat.T) for k in range(4)], anchor=pos)
                 elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
                     axis = mat @ jnt.axis
                     pos = pos + axis * (q - jnt.qpos0)
-                    if motion:
-                        Tr[a] = axis
+                    record.joints[jnt.index] = _JointRecord(axes=[axis])
                 else:
                     if jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
                         rot = axis_angle_to_mat(jnt.axis, q - jnt.qpos0)
+                        axes = [mat @ jnt.axis]
                     else:
-                        rot = quat_to_mat(qpos[a : a + 4])
-                    anchor = scaled["jnt_pos"][jnt.index] if jnt.anchor.any() else None
+                        quat = qpos[a : a + 4]
+                        rot = quat_to_mat(quat)
+                        dR = jax.jacfwd(quat_to_mat)(jax.lax.stop_gradient(quat))
+                        axes = [mat @ _vee(dR[:, :, k] @ rot.T) for k in range(4)]
+                    anchor = jnt_pos[jnt.index] if jnt.anchor.any() else None
                     xanchor = pos if anchor is None else pos + mat @ anchor
-                    if motion and jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
-                        Om[a], X[a] = mat @ jnt.axis, xanchor
-                    elif motion:
-                        dR = jax.jacfwd(quat_to_mat)(qpos[a : a + 4])
-                        for k in range(4):
-                            Om[a + k], X[a + k] = mat @ _vee(dR[:, :, k] @ rot.T), xanchor
+                    before = mat
                     mat = mat @ rot
                     if anchor is not None:
                         pos = xanchor - mat @ anchor
+                    record.joints[jnt.index] = _JointRecord(axes=axes, anchor=xanchor, before=before, after=mat)
             xpos[body.index] = pos
             xmat[body.index] = mat
         xpos_a = jnp.stack(xpos)
         xmat_a = jnp.stack(xmat)
-        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
-        # Sites are transformed body by body (no per-site gather of 3x3 matrices, whose
-        # backward pass is a costly scatter), then put back in the requested order.
-        # One gather puts each body's sites next to each other; the chunks are then slices.
+        # Sites are transformed body by body (no per-site gather of 3x3 matrices), then put back
+        # in the requested order. One gather puts each body's sites next to each other; the chunks
+        # are then slices.
         by_body = np.argsort(self.site_body[site_ids], kind="stable")
-        local = scaled["site_pos"][site_ids[by_body]]
+        local = site_pos[site_ids[by_body]]
         bodies, starts = np.unique(self.site_body[site_ids[by_body]], return_index=True)
         ends = np.append(starts[1:], len(by_body))
         chunks = [xpos[b] + local[i:j] @ xmat[b].T for b, i, j in zip(bodies, starts, ends)]
@@ -206,10 +226,78 @@ class KinematicTree:
             site_xpos = jnp.concatenate(chunks)[np.argsort(by_body)]
         else:
             site_xpos = jnp.zeros((0, 3), dtype)
-        kin = Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos)
-        if not motion:
-            return kin, None
-        return kin, _Motion(omega=jnp.stack(Om), x=jnp.stack(X), t=jnp.stack(Tr))
+        return Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos), record
+
+    def _twist_tangent(self, kin: Kinematics, record: _Record, site_ids, site_pos, dq, dbody_pos, djnt_pos, dsite_pos):
+        """The tangent of :meth:`_walk`'s poses, linear in the inputs' tangents: each body's twist
+        ``(ω, v)`` (a point ``p`` fixed to the body moves by ``v + ω × p``), built from its parent's,
+        its offset's tangent, each joint's rate about its world axis through its anchor (or along
+        it, for slides) and its anchor's tangent."""
+        dtype = kin.xpos.dtype
+        zero = jnp.zeros(3, dtype)
+        w, v = [zero] * self.nbody, [zero] * self.nbody
+        for body in self.bodies:
+            wb, vb = w[body.parent], v[body.parent]
+            if body.pos.any():
+                vb = vb + record.parent_mat[body.index] @ dbody_pos[body.index]
+            for jnt in body.joints:
+                a, r = jnt.qposadr, record.joints[jnt.index]
+                if jnt.kind == mujoco.mjtJoint.mjJNT_FREE:
+                    wb = sum(r.axes[k] * dq[a + 3 + k] for k in range(4))
+                    vb = dq[a : a + 3] - jnp.cross(wb, r.anchor)
+                elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
+                    vb = vb + r.axes[0] * dq[a]
+                else:
+                    wj = sum(axis * dq[a + k] for k, axis in enumerate(r.axes))
+                    wb = wb + wj
+                    vb = vb + jnp.cross(r.anchor, wj)
+                    if jnt.anchor.any():
+                        vb = vb + (r.before - r.after) @ djnt_pos[jnt.index]
+            w[body.index], v[body.index] = wb, vb
+        W, V = jnp.stack(w), jnp.stack(v)
+        dxpos = V + jnp.cross(W, kin.xpos)
+        dxmat = jnp.cross(W[:, :, None], kin.xmat, axis=1)  # ω × each column
+        sb = self.site_body[site_ids]
+        dlocal = jnp.einsum("sij,sj->si", kin.xmat[sb], dsite_pos[site_ids])
+        dsite = V[sb] + jnp.cross(W[sb], kin.site_xpos) + dlocal
+        return Kinematics(xpos=dxpos, xmat=dxmat, site_xpos=dsite)
+
+
+class _JointRecord:
+    """One joint in the walk: its world axes (one per qpos entry: a hinge's or slide's axis, the
+    rotation rates of a ball's or free joint's quaternion entries), world anchor, and the body
+    frame's rotation before and after it."""
+
+    def __init__(self, axes, anchor=None, before=None, after=None):
+        self.axes, self.anchor, self.before, self.after = axes, anchor, before, after
+
+
+class _Record:
+    """What the walk leaves for the derivatives: joint records and each body's parent frame."""
+
+    def __init__(self):
+        self.joints: dict[int, _JointRecord] = {}
+        self.parent_mat: dict[int, Array] = {}
+
+    def motion(self, bodies, nq: int, dtype) -> _Motion:
+        """The per-qpos-entry rotation rate, anchor and translation rate (:class:`_Motion`)."""
+        zero = jnp.zeros(3, dtype)
+        omega, x, t = [zero] * nq, [zero] * nq, [zero] * nq
+        for body in bodies:
+            for jnt in body.joints:
+                a, r = jnt.qposadr, self.joints[jnt.index]
+                if jnt.kind == mujoco.mjtJoint.mjJNT_FREE:
+                    eye = jnp.eye(3, dtype=dtype)
+                    for k in range(3):
+                        t[a + k] = eye[k]
+                    for k in range(4):
+                        omega[a + 3 + k], x[a + 3 + k] = r.axes[k], r.anchor
+                elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
+                    t[a] = r.axes[0]
+                else:
+                    for k, axis in enumerate(r.axes):
+                        omega[a + k], x[a + k] = axis, r.anchor
+        return _Motion(omega=jnp.stack(omega), x=jnp.stack(x), t=jnp.stack(t))
 
 
 _QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4,

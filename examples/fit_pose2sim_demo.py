@@ -11,7 +11,9 @@ Both methods are scored the same way, on the 25 keypoints Pose2Sim also has: eve
 with confidence ≥ 0.5 in every camera and frame, as the detector gave it (swaps included),
 GC_5 / GC_10 (fraction within 5 / 10 px) and the median error. Ours through the calibration
 as given and through the refined one; Pose2Sim's markers (``.trc``, Y-up: trc (X, Y, Z) =
-world (y, z, x)) through the calibration as given.
+world (y, z, x)) through the calibration as given; and, for scale, free 3D points (each keypoint
+triangulated per frame, one outlying view left out where that helps) through each calibration:
+about the best any set of points reaches through it.
 
 ``--nan-fraction 0.3`` removes that fraction of the detections at random (seeded by
 ``--nan-seed``) before fitting, and still scores on all of them: the removed ones are real
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     from mjx_biomech.analysis import metrics
     from mjx_biomech.capture.cameras import CameraRig
     from mjx_biomech.capture.captures import Capture
-    from mjx_biomech.capture.projection import project
+    from mjx_biomech.capture.projection import project, triangulate_robust
     from mjx_biomech.cli.fit import progress_bars
     from mjx_biomech.fitting.fit import fit
 
@@ -105,6 +107,14 @@ def main(argv=None) -> int:
     if not args.no_bundle_adjust:
         rows.insert(0, ("ours, refined calibration", errors(result.rig, markers)))
     rows.append(("Pose2Sim triangulation, as given", errors(rig, world[:, trc_idx])))
+    # What free 3D points reach (no body at all): each keypoint triangulated per frame from the
+    # confident views, one outlying view left out where that helps. A fit through a calibration
+    # cannot do much better than this through the same calibration.
+    weights = np.where(conf >= MIN_CONFIDENCE, conf, 0.0)
+    for label, rig_used in ((("free points, refined calibration", result.rig),) if not args.no_bundle_adjust
+                            else ()) + (("free points, calibration as given", rig),):
+        points, _ = triangulate_robust(rig_used, kp, weights)
+        rows.append((label, errors(rig_used, np.asarray(points))))
     print(f"\n{len(common)} keypoints both methods have, {capture.num_frames} frames, {len(rig)} cameras; "
           f"every detection with confidence >= {MIN_CONFIDENCE} as the detector gave it"
           + (f"; the fit saw {1 - args.nan_fraction:.0%} of them (seed {args.nan_seed})" if args.nan_fraction > 0 else ""))

@@ -5,8 +5,11 @@ import warnings
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# No persistent compilation cache in the tests: with jax 0.9.2 on CPU, writing some programs to it
-# has aborted the process (the command line leaves it off unless asked).
+# The command line keeps compiled programs in a persistent cache by default; the tests' in-process
+# main() calls must neither write the user's cache nor switch this process's cache on (the first
+# compilation fixes its folder for the whole session). Subprocesses inherit this too; a test that
+# wants the cache passes --cache-dir or drops the variable (tests/test_cli.py).
+os.environ["MJX_BIOMECH_COMPILE_CACHE"] = "0"
 os.environ.pop("MJX_BIOMECH_CACHE_DIR", None)
 
 import jax  # noqa: E402

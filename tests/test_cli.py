@@ -109,27 +109,138 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
-def test_compilation_cache_is_opt_in_and_configurable(monkeypatch, tmp_path, capsys):
+def test_compilation_cache_is_on_by_default_and_configurable(monkeypatch, tmp_path, capsys):
     import jax
 
-    from mjx_biomech.cli import default_cache_dir, enable_compilation_cache
+    from mjx_biomech import cli
 
     monkeypatch.setenv("MJX_BIOMECH_CACHE_DIR", str(tmp_path / "env"))
-    assert default_cache_dir() == tmp_path / "env"
+    assert cli.default_cache_dir() == tmp_path / "env"
     monkeypatch.delenv("MJX_BIOMECH_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "mjx_biomech" / "jax"
-    # Record what would be set instead of switching the process's cache.
-    updates = []
+    assert cli.default_cache_dir() == tmp_path / "xdg" / "mjx_biomech" / "jax"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(cli.Path, "home", lambda: tmp_path / "home")
+    assert cli.default_cache_dir() == tmp_path / "home" / ".cache" / "mjx_biomech" / "jax"
+
+    # The flags, else MJX_BIOMECH_COMPILE_CACHE, else the subcommand's default (on but for batch).
+    monkeypatch.delenv(cli.COMPILE_CACHE_ENV)  # the test session's own "0" (conftest.py)
+    assert cli.compile_cache_wanted() and not cli.compile_cache_wanted(default=False)
+    assert not cli.compile_cache_wanted(compile_cache=False)
+    for off in ("0", "false", "No", "off"):
+        monkeypatch.setenv(cli.COMPILE_CACHE_ENV, off)
+        assert not cli.compile_cache_wanted()
+        assert cli.compile_cache_wanted(cache_dir="somewhere") and cli.compile_cache_wanted(compile_cache=True)
+    for on in ("1", "true", "YES", "on"):
+        monkeypatch.setenv(cli.COMPILE_CACHE_ENV, on)
+        assert cli.compile_cache_wanted(default=False) and not cli.compile_cache_wanted(compile_cache=False)
+
+    # What main() asks for, recorded instead of switching this process's cache; each command fails
+    # on its missing input before it compiles anything.
+    calls = []
+    monkeypatch.setattr(cli, "enable_compilation_cache", lambda folder=None, enabled=True: calls.append((folder, enabled)))
+    monkeypatch.chdir(tmp_path)
+    bad_fit = ["fit", "--calibration", "no.toml", "--keypoints", "no.npz", "--marker-set", "coco17", "--out", "o"]
+    bad_batch = ["batch", "no-such-study.toml", "--out", "o"]
+    cases = [(None, bad_fit, [(None, True)]),
+             (None, ["ik", "no-such.osim", "no.trc"], [(None, True)]),
+             (None, [*bad_fit, "--no-compile-cache"], [(None, False)]),
+             ("0", bad_fit, []),
+             ("0", [*bad_fit, "--cache-dir", "mine"], [("mine", True)]),
+             ("0", [*bad_fit, "--compile-cache"], [(None, True)]),
+             (None, bad_batch, []),
+             (None, [*bad_batch, "--compile-cache"], [(None, True)]),
+             ("1", bad_batch, [(None, True)])]
+    for env, argv, expected in cases:
+        if env is None:
+            monkeypatch.delenv(cli.COMPILE_CACHE_ENV, raising=False)
+        else:
+            monkeypatch.setenv(cli.COMPILE_CACHE_ENV, env)
+        calls.clear()
+        assert cli.main(argv) == 2, argv
+        assert calls == expected, (env, argv)
+    assert "error" in capsys.readouterr().err
+
+    # What enable_compilation_cache sets: the folder, every program cached; JAX's own folder
+    # (JAX_COMPILATION_CACHE_DIR) kept unless one is given; off turns JAX's cache off.
+    monkeypatch.undo()
+    updates, quieted = [], []
     monkeypatch.setattr(jax.config, "update", lambda name, value: updates.append((name, value)))
-    enable_compilation_cache(tmp_path / "off", enabled=False)
-    assert updates == []
-    enable_compilation_cache(tmp_path / "chosen")
+    monkeypatch.setattr(cli, "_quiet_cpu_cache_loads", lambda: quieted.append(True))
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    cli.enable_compilation_cache(tmp_path / "chosen")
     assert ("jax_compilation_cache_dir", str(tmp_path / "chosen")) in updates
-    # Every compiling subcommand takes the flags.
-    for command in ("ik", "scale", "fit", "demo"):
+    assert ("jax_persistent_cache_min_compile_time_secs", 0.0) in updates and quieted
+    updates.clear()
+    from jax._src import config as jax_config
+
+    with jax_config.compilation_cache_dir(str(tmp_path / "users")):  # as JAX_COMPILATION_CACHE_DIR sets it
+        cli.enable_compilation_cache()
+    assert updates and not any(name == "jax_compilation_cache_dir" for name, _ in updates)
+    updates.clear()
+    cli.enable_compilation_cache(enabled=False)
+    assert updates == [("jax_enable_compilation_cache", False)]
+
+    # Every compiling subcommand takes the flags and its help says the default and the folder.
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdgcache")  # no hyphen where argparse might wrap the line
+    monkeypatch.delenv("MJX_BIOMECH_CACHE_DIR", raising=False)
+    for command in ("ik", "scale", "fit", "demo", "batch"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
-        out = capsys.readouterr().out
+        out = " ".join(capsys.readouterr().out.split())
         assert "--cache-dir" in out and "--no-compile-cache" in out, command
+        cache_help = out.rsplit("--cache-dir DIR", 1)[1]
+        assert "(default: /xdgcache/mjx_biomech/jax;" in cache_help and "(default: None)" not in cache_help, command
+        assert ("(default: off:" if command == "batch" else "(default: on;") in cache_help, command
+
+
+# Runs the command line in a fresh process and prints, last, JAX's compilation-cache events.
+_COUNTING_CLI = """
+import collections, json, sys
+from jax import monitoring
+events = collections.Counter()
+monitoring.register_event_listener(lambda name, **kwargs: events.update([name]))
+from mjx_biomech.cli import main
+code = main(sys.argv[1:])
+print("cache events " + json.dumps(events))
+sys.exit(code)
+"""
+
+
+def test_a_second_run_loads_its_compiled_programs_from_the_cache(tmp_path):
+    """``mjx-biomech ik`` twice on the same trial, each in a new process, with the cache at its
+    defaults (on; the folder from MJX_BIOMECH_CACHE_DIR): the first run writes its programs, the
+    second loads every one of them, writes none, and computes the same angles."""
+    import json
+    import os
+    import subprocess
+
+    from study_data import MARKER_SET, load_legs, write_marker_subject
+
+    model = load_legs(tmp_path)
+    trial = write_marker_subject(tmp_path / "k1", model, seed=20)["trials"][0]
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MJX_BIOMECH_COMPILE_CACHE", "JAX_COMPILATION_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL",
+                        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+    env["MJX_BIOMECH_CACHE_DIR"] = str(cache)
+
+    def run(out):
+        argv = ["ik", str(tmp_path / "legs.xml"), trial, "--marker-set", MARKER_SET, "--out", str(tmp_path / out)]
+        done = subprocess.run([sys.executable, "-c", _COUNTING_CLI, *argv], env=env, capture_output=True, text=True,
+                              check=False, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (line,) = [line for line in done.stdout.splitlines() if line.startswith("cache events ")]
+        return json.loads(line.removeprefix("cache events ")), done.stderr
+
+    first, _ = run("first")
+    written = sorted(p.name for p in cache.iterdir())
+    assert first.get("/jax/compilation_cache/cache_misses", 0) > 0 and written
+    second, err = run("second")
+    assert second.get("/jax/compilation_cache/cache_hits", 0) >= len(written)
+    assert second.get("/jax/compilation_cache/cache_misses", 0) == 0
+    assert sorted(p.name for p in cache.iterdir()) == written
+    # XLA:CPU's spurious machine-mismatch errors on loading (jax-ml/jax#38445) are kept out of the log.
+    assert "cpu_aot_loader" not in err
+    assert (tmp_path / "first" / "walk.mot").read_text() == (tmp_path / "second" / "walk.mot").read_text()

@@ -29,8 +29,18 @@ SUBCOMMANDS = {
 }
 
 
-# Subcommands that compile JAX programs: they keep them in JAX's persistent compilation cache.
+# Subcommands that compile JAX programs: they can keep them in JAX's persistent compilation cache
+# (--compile-cache, --cache-dir), each a new process that compiles a few hundred programs at most.
 _COMPILING = ("demo", "fit", "ik", "scale", "batch", "train", "evaluate")
+# ... and those that do by default. Not batch: its subjects run one after another in one process
+# (--sequential) or in reused Ray workers, and with jax 0.9.2 on CPU a process that had compiled
+# and cached the programs of some thirty fits aborted writing the next one to the cache
+# (benchmarks/cli_cache.py's docstring has the measurements).
+_CACHING_BY_DEFAULT = ("demo", "fit", "ik", "scale", "train", "evaluate")
+
+# The compiling subcommands' default: "0" (false, no, off) turns the cache off, "1" (true, yes,
+# on) on, where no --compile-cache, --no-compile-cache or --cache-dir says (tests/conftest.py: 0).
+COMPILE_CACHE_ENV = "MJX_BIOMECH_COMPILE_CACHE"
 
 # An import error naming one of these is a bug of this project, not a missing optional package.
 _OWN_PACKAGES = ("mjx_biomech", "converters", "env_registry")
@@ -56,26 +66,91 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mjx_biomech" / "jax"
 
 
-def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="keep compiled programs in JAX's persistent compilation cache in DIR, so a second "
-                             f"run skips compiling (implies --compile-cache; default folder {default_cache_dir()})")
-    parser.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=None,
-                        help="JAX's persistent compilation cache (default: off, unless --cache-dir or "
-                             "$MJX_BIOMECH_CACHE_DIR is given: writing some programs to it has aborted the process "
-                             "with jax 0.9.2 on CPU)")
+def compile_cache_wanted(cache_dir: str | os.PathLike | None = None, compile_cache: bool | None = None,
+                         default: bool = True) -> bool:
+    """Whether a compiling subcommand keeps its programs in JAX's persistent compilation cache:
+    ``compile_cache`` (``--compile-cache`` / ``--no-compile-cache``) when given; else on with a
+    ``cache_dir`` (``--cache-dir``); else ``$MJX_BIOMECH_COMPILE_CACHE`` (``0``, ``false``, ``no``,
+    ``off`` or ``1``, ``true``, ``yes``, ``on``) when set; else ``default``."""
+    if compile_cache is not None:
+        return compile_cache
+    if cache_dir:
+        return True
+    setting = os.environ.get(COMPILE_CACHE_ENV, "").strip().lower()
+    if setting in ("0", "false", "no", "off"):
+        return False
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    return default
+
+
+def _add_cache_arguments(parser: argparse.ArgumentParser, default: bool) -> None:
+    # SUPPRESS: no attribute unless given, and no "(default: None)" from fit's defaults formatter.
+    parser.add_argument("--cache-dir", default=argparse.SUPPRESS, metavar="DIR",
+                        help=f"folder of the compilation cache (default: {default_cache_dir()}; "
+                             "$MJX_BIOMECH_CACHE_DIR sets it; implies --compile-cache)")
+    default_text = (f"on; --no-compile-cache or ${COMPILE_CACHE_ENV}=0 turns it off" if default else
+                    "off: --sequential fits every subject in this process and Ray reuses its workers; "
+                    "when on, the workers use it too")
+    parser.add_argument("--compile-cache", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="keep compiled programs in JAX's persistent compilation cache, so a second run on data "
+                             f"of the same shapes skips compiling (default: {default_text})")
 
 
 def enable_compilation_cache(folder: str | os.PathLike | None = None, enabled: bool = True) -> None:
-    """Turn JAX's persistent compilation cache on in ``folder`` (default :func:`default_cache_dir`),
-    unless ``enabled`` is False or the user already chose one (``JAX_COMPILATION_CACHE_DIR``)."""
+    """Turn JAX's persistent compilation cache on in ``folder`` (default :func:`default_cache_dir`,
+    unless the user already chose one with ``JAX_COMPILATION_CACHE_DIR``), for every program
+    (``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` chooses otherwise: a fit compiles hundreds of
+    small programs, which together take longer to compile than to load). ``enabled=False`` turns
+    JAX's cache off. The process's first compilation fixes the folder: call this before it."""
     import jax
 
     if not enabled:
+        jax.config.update("jax_enable_compilation_cache", False)
         return
     if folder is not None or jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(folder or default_cache_dir()))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    _quiet_cpu_cache_loads()
+
+
+def _quiet_cpu_cache_loads() -> None:
+    """XLA:CPU (jaxlib 0.9.2 here) logs two ERROR lines of some 2,000 characters for every program
+    it loads from the cache, on CPUs whose LLVM tuning flags (+prefer-no-gather, +prefer-no-scatter)
+    its machine check takes for features the host lacks (jax-ml/jax#38445), and then runs the
+    loaded program all the same. JAX's cache key holds the CPU's name and features, so a program
+    compiled on another CPU is never loaded. Where JAX runs on the CPU only and
+    ``TF_CPP_MIN_LOG_LEVEL`` is at JAX's default (1, set when jax is imported), XLA's C++ log
+    keeps its fatal messages only."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") != "1" or _accelerator_plugin_installed():
+        return
+    try:
+        from jax._src.lib import utils
+
+        utils.absl_set_min_log_level(3)
+    except (ImportError, AttributeError):  # a jaxlib without it logs as it does
+        pass
+
+
+def _accelerator_plugin_installed() -> bool:
+    """Whether JAX may run on something other than the CPU: ``JAX_PLATFORMS`` names another
+    platform first, or a GPU/TPU plugin is installed (found without starting a backend, which on
+    a GPU would take its memory)."""
+    import importlib.metadata
+    import importlib.util
+    import pkgutil
+
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip() != "cpu"
+    if importlib.metadata.entry_points(group="jax_plugins") or importlib.util.find_spec("libtpu") is not None:
+        return True
+    try:
+        import jax_plugins
+    except ImportError:
+        return False
+    return any(True for _ in pkgutil.iter_modules(jax_plugins.__path__))
 
 
 def _fail(command: str, message: str) -> int:
@@ -104,13 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             mod.add_arguments(parsers[chosen])
             parsers[chosen].set_defaults(_run=mod.run)
             if chosen in _COMPILING:
-                _add_cache_arguments(parsers[chosen])
+                _add_cache_arguments(parsers[chosen], chosen in _CACHING_BY_DEFAULT)
         args = parser.parse_args(argv)
         if chosen in _COMPILING:
-            wanted = args.compile_cache
-            if wanted is None:
-                wanted = bool(args.cache_dir or os.environ.get("MJX_BIOMECH_CACHE_DIR"))
-            enable_compilation_cache(args.cache_dir, wanted)
+            cache_dir, compile_cache = getattr(args, "cache_dir", None), getattr(args, "compile_cache", None)
+            if compile_cache_wanted(cache_dir, compile_cache, chosen in _CACHING_BY_DEFAULT):
+                enable_compilation_cache(cache_dir)
+            elif compile_cache is False:
+                enable_compilation_cache(enabled=False)
         return int(args._run(args) or 0)
     except InputError as e:
         return _fail(chosen, str(e))

@@ -202,7 +202,7 @@ def _worker_environment(cpus: float) -> dict[str, str]:
     flags = f"--xla_cpu_multi_thread_eigen={str(threads > 1).lower()} intra_op_parallelism_threads={threads}"
     env = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip(),
            "JAX_ENABLE_X64": "1" if jax.config.jax_enable_x64 else "0"}
-    if jax.config.jax_compilation_cache_dir:
+    if jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache:
         env["JAX_COMPILATION_CACHE_DIR"] = str(jax.config.jax_compilation_cache_dir)
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(jax.config.jax_persistent_cache_min_compile_time_secs)
     return env

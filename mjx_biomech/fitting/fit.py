@@ -371,13 +371,17 @@ def _levenberg_marquardt(v, setup, rig, trials, swapped, relabelling, steps: int
     the body and the cameras together; per-frame poses add nothing a spline's control points
     cannot follow), these two only to 1e-3 relative progress; then the left/right relabelling and
     view rejection (at the fitted cameras: with the given ones off by a few degrees, the fit
-    would blame the detector for the camera) and a last solve to 1e-6. One ``"lm"`` progress stage
+    would blame the detector for the camera) and a last solve to 1e-6 (float64; 7.6e-6 in float32). One ``"lm"`` progress stage
     counts the iterations of every solve (out of ``steps`` per solve; a solve that converges
     early skips the rest of its share).
 
     Returns ``(v, trials, swapped, history)``."""
     dtype = v.log_scales.dtype
-    solves = [(False, 1e-3)] + ([(True, 1e-3)] if bundle_adjust else []) + [(bundle_adjust, 1e-6)]
+    # The last solve stops below 1e-6 relative progress, or below the rounding of the objective
+    # itself in float32: a sum of ~1e5 residuals rounds at some 1e-6 of its value there, and
+    # steps of that size only chase the rounding.
+    last_rtol = max(1e-6, 64 * float(jnp.finfo(dtype).eps))
+    solves = [(False, 1e-3)] + ([(True, 1e-3)] if bundle_adjust else []) + [(bundle_adjust, last_rtol)]
     total = steps * len(solves)
     done = 0
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,7 +49,7 @@ def hip_width_warning(result) -> str | None:
         return None
     ids = model.marker_site_ids(marker_set)
     bodies = model.mj_model.site_bodyid[ids[list(pair)]]
-    kin = model.forward(jnp.asarray(model.neutral_coordinates()), result.params)
+    kin = jax.jit(model.forward)(jnp.asarray(model.neutral_coordinates()), result.params)  # one program, not op by op
     joints = float(np.linalg.norm(np.asarray(kin.xpos)[bodies[0]] - np.asarray(kin.xpos)[bodies[1]]))
     widths = []
     for trial in result.trials:

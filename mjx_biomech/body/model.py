@@ -394,7 +394,7 @@ class BiomechModel:
         m = self.mj_model if params is None else self.to_mujoco(params)
         params = self.default_params() if params is None else params
         d = mujoco.MjData(m)
-        d.qpos[:] = np.asarray(self.coords_to_qpos(jnp.asarray(self.neutral_coordinates()), params))
+        d.qpos[:] = np.asarray(jax.jit(self.coords_to_qpos)(jnp.asarray(self.neutral_coordinates()), params))
         mujoco.mj_kinematics(m, d)
         body_geoms = np.flatnonzero(m.geom_bodyid > 0)
         if body_geoms.size == 0:

@@ -97,6 +97,14 @@ def _linearise(u, p, frames, args):
     return eq, jnp.sum(observed), jnp.sum(squared_px), data_diag, eq.cost - 0.5 * jnp.sum(rp * rp)
 
 
+@eqx.filter_jit
+def _coordinate_slopes(traj, times):
+    """(T, C) d coordinate / d raw value of ``traj`` at ``times``: each coordinate is a function of its
+    own raw value only, so the map's derivative is its diagonal."""
+    z = traj.raw(times)
+    return jax.jvp(partial(traj.cmap.to_coords, t=times), (z,), (jnp.ones_like(z),))[1]
+
+
 def _seen(diag: np.ndarray) -> np.ndarray:
     """Which variables some residual sees: their Gauss–Newton diagonal is not 0 (an unseen
     variable's Jacobian is exactly 0: missing detections are masked on the inputs)."""
@@ -177,9 +185,7 @@ def fit_uncertainty(v: FitVariables, setup: FitSetup, rig: CameraRig, trials, fr
         else:
             shared = np.einsum("tap,pq->taq", w[sl], chol_p)
             var = np.where(seen[sl], a_diag + np.sum(shared * shared, axis=-1), np.nan)
-        # Each coordinate is a function of its own value only: the map's derivative is its diagonal.
-        z = traj.raw(trial.times)
-        slope = np.asarray(jax.jvp(partial(traj.cmap.to_coords, t=trial.times), (z,), (jnp.ones_like(z),))[1], float)
+        slope = np.asarray(_coordinate_slopes(traj, jnp.asarray(trial.times)), float)
         active = np.asarray(traj.cmap.active, int)
         std = np.zeros((T, model.num_coordinates))
         std[:, active] = np.abs(slope[:, active]) * np.sqrt(var)
@@ -187,8 +193,9 @@ def fit_uncertainty(v: FitVariables, setup: FitSetup, rig: CameraRig, trials, fr
 
     P, M = len(model.scale_param_names), len(setup.site_ids)
     bounded = np.asarray(setup.scale_prior)
-    L = np.asarray(jax.jacfwd(lambda raw: effective_log_scales(
-        model, anthropometry.bounded_log_scales(raw, bounded, jnp)))(v.log_scales), float)
+    # Derivatives jitted: one program each, not one per operation.
+    L = np.asarray(jax.jit(jax.jacfwd(lambda raw: effective_log_scales(
+        model, anthropometry.bounded_log_scales(raw, bounded, jnp))))(v.log_scales), float)
     scale_var = np.einsum("ij,jk,ik->i", L, cov_p[:P, :P], L)
     offset_sigma = OFFSET_UNIT_M * np.sqrt(np.diagonal(cov_p)[P:P + 3 * M]).reshape(M, 3)
     camera_sigma = None
@@ -199,7 +206,7 @@ def fit_uncertainty(v: FitVariables, setup: FitSetup, rig: CameraRig, trials, fr
             moved = moved_rig(rig, camera.reshape(C, 6))
             return jnp.concatenate([moved.rvec, moved.centers], axis=1).ravel()
 
-        J = np.asarray(jax.jacfwd(pose)(v.camera.ravel()), float)
+        J = np.asarray(jax.jit(jax.jacfwd(pose))(v.camera.ravel()), float)
         cov = (J @ cov_p[P + 3 * M:, P + 3 * M:] @ J.T).reshape(C, 6, C, 6)
         d = np.einsum("cici->ci", cov)
         camera_sigma = {name: {"rotation_deg": math.degrees(math.sqrt(max(d[c, :3].sum(), 0.0))),

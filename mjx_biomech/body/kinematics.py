@@ -16,6 +16,7 @@ each body's subtree (as a recursive Newton–Euler pass does) instead of differe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -263,13 +264,15 @@ class KinematicTree:
         return Kinematics(xpos=dxpos, xmat=dxmat, site_xpos=dsite)
 
 
-class _JointRecord:
+class _JointRecord(NamedTuple):
     """One joint in the walk: its world axes (one per qpos entry: a hinge's or slide's axis, the
     rotation rates of a ball's or free joint's quaternion entries), world anchor, and the body
     frame's rotation before and after it."""
 
-    def __init__(self, axes, anchor=None, before=None, after=None):
-        self.axes, self.anchor, self.before, self.after = axes, anchor, before, after
+    axes: list
+    anchor: Array | None = None
+    before: Array | None = None
+    after: Array | None = None
 
 
 class _Record:

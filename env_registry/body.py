@@ -128,6 +128,7 @@ def build_body(
     residual_torque: float = 100.0,
     solver_iterations: int = 1,
     armature: float = 0.05,
+    torque_scale: float = 1.0,
 ) -> Body:
     """Build the simulated body (see the module docstring).
 
@@ -137,6 +138,7 @@ def build_body(
         residual_force: N per unit control of the three pelvis translation motors.
         residual_torque: N·m per unit control of the three pelvis rotation motors.
         solver_iterations: Newton solver iterations (the line search gets max(4, 2×) as many).
+        torque_scale: factor on the gear (largest torque, N·m) of every joint motor.
         armature: least rotor inertia (kg·m²) of every non-pelvis joint; without it the light
             foot segments under full-scale random torques make the 2-ms step unstable.
     """
@@ -150,6 +152,8 @@ def build_body(
     for joint in spec.joints:
         if joint.name not in PELVIS_COORDINATES:
             joint.armature = max(joint.armature, armature)
+    for act in spec.actuators:
+        act.gear[0] *= torque_scale
     for coord in PELVIS_COORDINATES:
         gear = residual_force if coord in PELVIS_COORDINATES[:3] else residual_torque
         act = spec.add_actuator(name=f"residual_{coord}", target=coord, trntype=mujoco.mjtTrn.mjTRN_JOINT)

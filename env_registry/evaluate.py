@@ -12,7 +12,8 @@ perfectly. Reported, after skipping the first 45 frames (the body settling into 
 - hip flexion and knee angle RMSE and bias-removed RMSE (degrees), each side;
 - foot-contact events from ground penetration with hysteresis: a foot is in contact once the
   lowest point of its contact spheres is below 5 mm (a kinematic reference touches the floor, a
-  simulated foot sinks into it) until it rises above 15 mm. Strikes are matched one to one to the
+  simulated foot sinks into it) until it rises above 15 mm; a contact shorter than 100 ms (a
+  swinging foot scuffing the floor) is not a stance and makes no strike. Strikes are matched one to one to the
   reference's by the Hungarian algorithm, pairs more than 500 ms apart dropped; the timing
   errors are reported;
 - step length and step width at each foot strike, from the heel sphere centres, along and across
@@ -46,6 +47,9 @@ JOINTS = ("hip_flexion_r", "hip_flexion_l", "knee_angle_r", "knee_angle_l")
 SIDES = ("r", "l")
 CONTACT_THRESHOLD = 0.005
 CONTACT_HYSTERESIS = 0.01
+# A contact shorter than this is a swinging foot scuffing the floor, not a stance (which lasts
+# ~0.6 s in walking, ~0.2 s in running): it makes no foot strike.
+MIN_CONTACT = 0.1
 MAX_EVENT_OFFSET = 0.5
 ENDS = ("reference_end", "fall", "negative_reward", "unstable")
 
@@ -55,7 +59,7 @@ def load_policy(path: Path):
     from brax.training.acme import running_statistics
     from brax.training.agents.ppo import networks as ppo_networks
 
-    from .train import network_factory
+    from .train import network_factory, network_options
 
     path = Path(path)
     if not path.exists():
@@ -69,7 +73,8 @@ def load_policy(path: Path):
     try:
         record = json.loads(config_file.read_text())
         ppo = record["ppo"]
-        hidden = (ppo["policy_hidden"], ppo["value_hidden"], ppo.get("init_noise_std", 1.0))
+        hidden = (ppo["policy_hidden"], ppo["value_hidden"])
+        options = network_options(ppo)
         sizes = (record["observation_size"], record["action_size"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise InputError(f"{config_file}: not a config written by 'mjx-biomech train' ({type(e).__name__}: {e})") from None
@@ -77,7 +82,7 @@ def load_policy(path: Path):
         params = pickle.loads(policy_file.read_bytes())
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
         raise InputError(f"{policy_file}: not a policy written by 'mjx-biomech train' ({type(e).__name__}: {e})") from None
-    factory = network_factory(*hidden)
+    factory = network_factory(*hidden, **options)
     preprocess = running_statistics.normalize if ppo.get("normalize_observations") else (lambda x, y: x)
     networks = factory(*sizes, preprocess_observations_fn=preprocess)
     make_policy = ppo_networks.make_inference_fn(networks)
@@ -152,7 +157,7 @@ def walking_direction(task, n: int) -> np.ndarray:
 
 
 def _events(gait: Gait, fps: float) -> dict:
-    return {s: metrics.gait_events(gait.foot_low[s], None, fps, CONTACT_THRESHOLD, CONTACT_HYSTERESIS) for s in SIDES}
+    return {s: metrics.gait_events(gait.foot_low[s], None, fps, CONTACT_THRESHOLD, CONTACT_HYSTERESIS, MIN_CONTACT) for s in SIDES}
 
 
 def _spatial(gait: Gait, strikes: dict, fps: float, direction) -> dict:

@@ -77,8 +77,10 @@ class GaitImitationGymEnv(gym.Env):
         task, body, c, t, m, d = self.task, self.task.body, self.task.config, self.task.targets, self.model, self.data
         action = np.asarray(action, dtype=np.float64)
         keypoints0 = d.site_xpos[t.keypoint_sites].copy()
+        n, nxt = self._traj, self._frame + 1
+        mass = float(m.body_mass.sum())
         for _ in range(c.substeps):
-            u = task.controls(action, d.qpos[body.joint_qpos], d.qvel[body.joint_qvel])
+            u = task.controls(action, d.qpos, d.qvel, t.qpos[n, nxt], t.qvel[n, nxt], mass, t.heights[n], c.assist_final)
             d.ctrl[body.joint_actuators] = u[: task.num_joints]
             d.ctrl[body.pelvis_actuators] = u[task.num_joints :]
             mujoco.mj_step(m, d)

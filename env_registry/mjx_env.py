@@ -47,9 +47,10 @@ _FIRST_STATE_KEYS = (("first_pipeline_state", "first_obs"), ("AutoResetWrapper_f
 
 # Per-step metrics (brax sums them over an episode, and its training log divides those named
 # ``*_per_step`` by the episode's length): tracking errors, the frame reached, the pelvis residual
-# force as a fraction of body weight, and whether the episode ended by a fall or an unstable
-# (non-finite or too fast) state.
-_METRICS = ("angle_error", "position_error", "velocity_error", "frame", "residual_force_per_step", "fallen", "unstable")
+# force as a fraction of body weight, whether the episode ended by a fall or an unstable
+# (non-finite or too fast) state, and the pelvis assist's strength (``reference_pd``).
+_METRICS = ("angle_error", "position_error", "velocity_error", "frame", "residual_force_per_step", "fallen", "unstable",
+            "assist_per_step")
 
 
 class GaitImitationEnv(Env):
@@ -115,7 +116,7 @@ class GaitImitationEnv(Env):
         zero = jnp.zeros(())
         metrics = {name: zero for name in _METRICS}
         metrics["frame"] = frame.astype(zero.dtype)
-        return State(data, obs, zero, zero, metrics, {"rng": rng})
+        return State(data, obs, zero, zero, metrics, {"rng": rng, "assist_step": jnp.zeros((), jnp.int32)})
 
     def step(self, state: State, action: jax.Array) -> State:
         task, body, c = self.task, self.task.body, self.task.config
@@ -123,9 +124,13 @@ class GaitImitationEnv(Env):
         keypoints0 = data0.site_xpos[task.targets.keypoint_sites]
         n = data0.userdata[0].astype(jnp.int32)
         sys = self.person_system(n)
+        nxt = data0.userdata[1].astype(jnp.int32) + 1
+        ref_qpos, ref_qvel = self._targets.qpos[n, nxt], self._targets.qvel[n, nxt]
+        mass, height = jnp.sum(sys.body_mass), self._targets.heights[n]
+        assist = task.assist_strength(state.info["assist_step"])
 
         def physics_step(data, _):
-            u = task.controls(action, data.qpos[body.joint_qpos], data.qvel[body.joint_qvel])
+            u = task.controls(action, data.qpos, data.qvel, ref_qpos, ref_qvel, mass, height, assist)
             ctrl = jnp.zeros(body.mj_model.nu, data.ctrl.dtype)
             ctrl = ctrl.at[body.joint_actuators].set(u[: task.num_joints]).at[body.pelvis_actuators].set(u[task.num_joints :])
             return mjx.step(sys, data.replace(ctrl=ctrl)), None
@@ -151,10 +156,11 @@ class GaitImitationEnv(Env):
             "residual_force_per_step": task.residual_force_fraction(data.ctrl, task.weight(sys.body_mass)),
             "fallen": fallen & stable,
             "unstable": ~stable,
+            "assist_per_step": jnp.asarray(assist),
         }
         # Keys a wrapper added (brax's evaluation wrapper adds "reward") pass through unchanged.
         metrics = {**state.metrics, **{k: jnp.nan_to_num(v).astype(state.reward.dtype) for k, v in metrics.items()}}
-        info = {**state.info, "rng": rng, **self._fresh_start(state.info, k_start)}
+        info = {**state.info, "rng": rng, "assist_step": state.info["assist_step"] + 1, **self._fresh_start(state.info, k_start)}
         return state.replace(
             pipeline_state=data,
             obs=obs,

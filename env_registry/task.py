@@ -40,7 +40,7 @@ class GaitTask:
     @property
     def action_size(self) -> int:
         j = self.num_joints
-        return (2 * j if self.config.control == "pd" else j) + 6
+        return (2 * j if self.config.control in ("pd", "reference_pd") else j) + 6
 
     @property
     def observation_size(self) -> int:
@@ -128,12 +128,45 @@ class GaitTask:
             beta=c.mse_beta,
         )
 
-    def controls(self, action, q, qdot):
-        """(J + 6,) motor controls (joint motors, then pelvis motors) from the policy's action."""
-        c = self.config
+    def controls(self, action, qpos, qvel, ref_qpos=None, ref_qvel=None, mass=None, height=None, assist=1.0):
+        """(J + 6,) motor controls (joint motors, then pelvis motors) from the policy's action.
+
+        ``qpos`` (nq,), ``qvel`` (nv,): the state; ``reference_pd`` only: ``ref_qpos``, ``ref_qvel``,
+        the reference's next frame; ``mass`` (kg, total) and ``height`` (m) of the person; ``assist``,
+        the pelvis assist's strength (:meth:`assist_strength`)."""
+        c, b = self.config, self.body
+        q, qdot = qpos[b.joint_qpos], qvel[b.joint_qvel]
         if c.control == "pd":
-            return tracking.pd_control(action, q, qdot, self.body.joint_range, self.body.gear, c.kp_max, c.damping_time)
+            return tracking.pd_control(action, q, qdot, b.joint_range, b.gear, c.kp_max, c.damping_time)
+        if c.control == "reference_pd":
+            m = b.mj_model
+            pq, pv = self.pelvis_addresses
+            omega = 2 * np.pi * c.assist_frequency
+            # Translations: the person's mass; rotations: a mass at a quarter of their height.
+            translation = (np.arange(6) < 3).astype(float)
+            inertia = mass * (translation + (1.0 - translation) * (height / 4) ** 2)
+            return tracking.reference_pd_control(
+                action, q, qdot, ref_qpos[b.joint_qpos], ref_qvel[b.joint_qvel], b.gear, c.kp_max, c.damping_time,
+                c.setpoint_range, qpos[pq], qvel[pv], ref_qpos[pq], ref_qvel[pv],
+                m.actuator_gear[b.pelvis_actuators, 0], assist * inertia * omega**2, assist * 2 * inertia * omega,
+            )  # fmt: skip
         return tracking.torque_control(action, self.num_joints)
+
+    def assist_strength(self, step):
+        """Strength of the pelvis assist (fraction of ``assist_frequency``'s) after an environment's
+        ``step`` control steps: from 1 down to ``assist_final`` over ``assist_anneal_steps``."""
+        c = self.config
+        if c.assist_anneal_steps == 0:
+            return c.assist_final
+        xp = tracking._xp(step)
+        return c.assist_final + (1.0 - c.assist_final) * xp.clip(1.0 - step / c.assist_anneal_steps, 0.0, 1.0)
+
+    @property
+    def pelvis_addresses(self) -> tuple[np.ndarray, np.ndarray]:
+        """(6,) qpos and (6,) dof addresses of the pelvis coordinates, in PELVIS_COORDINATES order."""
+        m = self.body.mj_model
+        joints = [m.joint(c).id for c in PELVIS_COORDINATES]
+        return m.jnt_qposadr[joints].astype(int), m.jnt_dofadr[joints].astype(int)
 
 
 def make_task(config: GaitImitationConfig | None = None, reference="synthetic", **overrides) -> GaitTask:
@@ -154,6 +187,7 @@ def make_task(config: GaitImitationConfig | None = None, reference="synthetic", 
         residual_torque=config.residual_torque,
         solver_iterations=config.solver_iterations,
         armature=config.armature,
+        torque_scale=config.torque_scale,
     )
     missing = [n for n in tracking.SAGITTAL_COORDINATES if n not in body.model.coordinate_names]
     if missing:

@@ -197,6 +197,49 @@ def pd_control(action, q, qdot, joint_range, gear, kp_max: float, damping_ratio_
     return xp.concatenate([xp.clip(torque / gear, -1.0, 1.0), action[2 * n :]])
 
 
+def reference_pd_control(
+    action,
+    q,
+    qdot,
+    ref_q,
+    ref_qdot,
+    gear,
+    kp_max: float,
+    damping_time: float,
+    setpoint_range: float,
+    pelvis_q,
+    pelvis_qdot,
+    ref_pelvis_q,
+    ref_pelvis_qdot,
+    pelvis_gear,
+    assist_kp,
+    assist_kd,
+):
+    """PD control around the reference, with a pelvis assist: the action is (2J + 6,) in [−1, 1].
+
+    Joints: setpoint q* = q̂ + a·``setpoint_range`` (q̂ the reference's next frame), stiffness
+    kp = kp_max·(g + 1)/2 (N·m/rad), damping kd = kp·``damping_time`` towards the reference
+    velocity: τ = kp (q* − q) + kd (q̂̇ − q̇), sent as τ / gear clipped into [−1, 1]. The zero
+    action tracks the reference at half the largest stiffness.
+
+    Pelvis: the assist, a PD of the six pelvis coordinates towards the reference's,
+    w = assist_kp (p̂ − p) + assist_kd (p̂̇ − ṗ) (N, N·m), plus the policy's wrench: controls
+    w / pelvis_gear + a, clipped into [−1, 1]. Both count as residual force.
+
+    Args:
+        q, qdot, ref_q, ref_qdot, gear: (J,) joint positions and velocities, their reference, motor gears.
+        pelvis_q, pelvis_qdot, ref_pelvis_q, ref_pelvis_qdot, pelvis_gear, assist_kp, assist_kd: (6,).
+    """
+    xp = _xp(action, q, qdot)
+    action = xp.clip(action, -1.0, 1.0)
+    n = q.shape[0]
+    target = ref_q + action[:n] * setpoint_range
+    kp = kp_max * (action[n : 2 * n] + 1.0) / 2
+    torque = kp * (target - q) + kp * damping_time * (ref_qdot - qdot)
+    assist = assist_kp * (ref_pelvis_q - pelvis_q) + assist_kd * (ref_pelvis_qdot - pelvis_qdot)
+    return xp.concatenate([xp.clip(torque / gear, -1.0, 1.0), xp.clip(assist / pelvis_gear + action[2 * n :], -1.0, 1.0)])
+
+
 def residual_force_fraction(translation_controls, residual_force: float, body_weight: float):
     """Magnitude of the pelvis residual force, as a fraction of body weight, from the (3,)
     controls of the three pelvis translation motors (``residual_force`` N per unit control)."""

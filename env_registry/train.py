@@ -2,8 +2,9 @@
 
 ``--config paper`` uses the paper's hyper-parameters (policy 8×256, value 8×1024, entropy cost
 0.003, clipping 0.2, γ = 0.99, 4096 environments: a GPU job); ``--config small`` is sized for a
-CPU (128 environments, 100-step episodes, 2 M steps, PD control and a 1000 N / 300 N·m pelvis
-residual, see :data:`ENVIRONMENTS`). The output folder receives ``policy.pkl`` (normaliser, policy and value parameters, brax's
+CPU (128 environments, 100-step episodes, 1.5 M steps, a policy that starts at the zero action;
+``reference_pd`` control with a 2 Hz pelvis assist and a 1000 N / 300 N·m pelvis residual, see
+:data:`ENVIRONMENTS`). The output folder receives ``policy.pkl`` (normaliser, policy and value parameters, brax's
 pickle format), ``config.json`` (environment, training and network settings, all that
 :mod:`.evaluate` needs), ``checkpoints/step_<n>.pkl`` during training, and the return curve:
 ``training.json`` (mean return, episode length, falls, unstable episodes and residual force of
@@ -27,6 +28,8 @@ from .config import CONTROLS, REWARDS, GaitImitationConfig
 
 # Points of the return curve over a run.
 CURVE_POINTS = 40
+# With --assist-final below 1, the pelvis assist is annealed over this fraction of the training steps.
+ANNEAL_FRACTION = 0.75
 
 # PPO settings per named configuration: brax ppo.train keyword arguments plus network sizes.
 CONFIGS: dict[str, dict] = {
@@ -49,7 +52,7 @@ CONFIGS: dict[str, dict] = {
         eval_episodes=128,
     ),
     "small": dict(
-        num_timesteps=2_000_000,
+        num_timesteps=1_500_000,
         num_envs=128,
         episode_length=100,
         policy_hidden=(64, 64),
@@ -57,13 +60,16 @@ CONFIGS: dict[str, dict] = {
         entropy_cost=0.003,
         clipping_epsilon=0.2,
         discounting=0.97,
-        learning_rate=1e-3,
+        learning_rate=3e-4,
         unroll_length=10,
         batch_size=32,
         num_minibatches=4,
         num_updates_per_batch=8,
-        # Full-scale random actions topple the body at once; start exploring gently.
-        init_noise_std=0.3,
+        # The policy starts at the zero action (the reference_pd controller) and explores gently
+        # around it: Gaussian actions, standard deviation 0.1, output layer zero.
+        distribution="normal",
+        init_noise_std=0.1,
+        zero_mean_init=True,
         normalize_observations=True,
         # One training epoch: the return curve comes from the training episodes, and brax's
         # evaluator, which compiles an episode rollout of its own, is off.
@@ -74,15 +80,24 @@ CONFIGS: dict[str, dict] = {
 
 
 # Environment settings per named configuration, over GaitImitationConfig's (the paper's) defaults;
-# the command line's flags override both. On a CPU budget the body learns to follow the reference
-# with PD control and a pelvis residual strong enough to carry it while it learns to walk.
+# the command line's flags override both. On a CPU budget the policy refines a controller that
+# already follows the reference (PD around it, stiff joints, the pelvis assisted towards it), rather
+# than first learning not to fall.
 ENVIRONMENTS: dict[str, dict] = {
     "paper": {},
-    "small": dict(control="pd", residual_force=1000.0, residual_torque=300.0),
+    "small": dict(
+        control="reference_pd", residual_force=1000.0, residual_torque=300.0, torque_scale=3.0, kp_max=3000.0,
+        damping_time=0.02, assist_frequency=2.0,
+    ),
 }
 
 
-def network_factory(policy_hidden, value_hidden, init_noise_std: float = 1.0):
+def network_factory(policy_hidden, value_hidden, init_noise_std: float = 1.0, distribution: str = "tanh_normal", zero_mean_init: bool = False):
+    """brax's PPO networks. ``distribution="normal"``: Gaussian actions (clipped by the
+    environment) whose standard deviation starts at ``init_noise_std`` (brax's default
+    ``"tanh_normal"`` ignores it: its spread starts near 0.7); ``zero_mean_init``: the policy's
+    mean starts at exactly zero (its output layer's weights zero), i.e. at the zero action."""
+    import jax
     from brax.training.agents.ppo import networks as ppo_networks
 
     return functools.partial(
@@ -90,7 +105,17 @@ def network_factory(policy_hidden, value_hidden, init_noise_std: float = 1.0):
         policy_hidden_layer_sizes=tuple(policy_hidden),
         value_hidden_layer_sizes=tuple(value_hidden),
         init_noise_std=init_noise_std,
+        distribution_type=distribution,
+        **({"mean_kernel_init_fn": jax.nn.initializers.constant, "mean_kernel_init_kwargs": {"value": 0.0}} if zero_mean_init else {}),
     )
+
+
+NETWORK_OPTIONS = ("init_noise_std", "distribution", "zero_mean_init")
+
+
+def network_options(settings: dict, pop: bool = False) -> dict:
+    """The :func:`network_factory` keywords among ``settings`` (removed from it when ``pop``)."""
+    return {k: (settings.pop(k) if pop else settings[k]) for k in NETWORK_OPTIONS if k in settings}
 
 
 def train_policy(env, settings: dict, seed: int = 0, progress_fn=None, checkpoint_dir: Path | None = None):
@@ -106,7 +131,7 @@ def train_policy(env, settings: dict, seed: int = 0, progress_fn=None, checkpoin
     from brax.training.agents.ppo import train as ppo
 
     s = dict(settings)
-    factory = network_factory(s.pop("policy_hidden"), s.pop("value_hidden"), s.pop("init_noise_std", 1.0))
+    factory = network_factory(*(s.pop(k) for k in ("policy_hidden", "value_hidden")), **network_options(s, pop=True))
     eval_episodes = s.pop("eval_episodes", 0)
     s.setdefault("training_metrics_steps", max(s["num_timesteps"] // CURVE_POINTS, 1))
 
@@ -150,6 +175,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--future-frames", type=int, help="future reference frames observed (default: the config's)")
     parser.add_argument("--residual-force", type=float, help="N per unit control of the pelvis translation motors (default: the config's)")
     parser.add_argument("--residual-torque", type=float, help="N·m per unit control of the pelvis rotation motors (default: the config's)")
+    parser.add_argument("--assist-frequency", type=float,
+                        help="reference_pd: natural frequency (Hz) of the pelvis assist towards the reference, 0 for none (default: the config's)")  # fmt: skip
+    parser.add_argument("--assist-final", type=float,
+                        help="reference_pd: strength of the pelvis assist left at the end of training, a fraction in [0, 1]; below 1 the "
+                        f"assist falls linearly to it over the first {ANNEAL_FRACTION:.0%} of the steps (default: the config's)")  # fmt: skip
     parser.add_argument("--one-body", action="store_true",
                         help="the unscaled body walks every trajectory (default: each person's own body)")
     parser.add_argument("--num-envs", type=int, help="parallel environments (default: the config's)")
@@ -179,9 +209,11 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"--{name.replace('_', '-')}: expected an integer ≥ {least}, got {value}")
             settings[name] = value
     env_fields = dict(ENVIRONMENTS[args.config], model=args.model)
-    for name in ("reward", "control", "future_frames", "residual_force", "residual_torque"):
+    for name in ("reward", "control", "future_frames", "residual_force", "residual_torque", "assist_frequency", "assist_final"):
         if getattr(args, name) is not None:
             env_fields[name] = getattr(args, name)
+    if env_fields.get("assist_final", 1.0) < 1.0:
+        env_fields["assist_anneal_steps"] = max(int(ANNEAL_FRACTION * settings["num_timesteps"] / settings["num_envs"]), 1)
     if args.one_body:
         env_fields["per_person_body"] = False
     env_config = GaitImitationConfig(**env_fields)
@@ -235,6 +267,7 @@ def curve_point(step: int, metrics: dict) -> dict | None:
             "fallen": float(metrics["episode/fallen"]),
             "unstable": float(metrics["episode/unstable"]),
             "residual_force": float(metrics["episode/residual_force_per_step"]),
+            **({"assist": float(metrics["episode/assist_per_step"])} if "episode/assist_per_step" in metrics else {}),
         }
     if "eval/episode_reward" in metrics:
         return {"step": int(step), "eval_return": float(metrics["eval/episode_reward"]),
@@ -248,10 +281,14 @@ def print_curve(curve: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="return curve (training episodes: means over the last 100)")
-    for column in ("steps", "return", "episode length", "falls", "unstable", "residual force (× body weight)", "eval return"):
-        table.add_column(column, justify="right")
+    columns = {"return": "return", "length": "episode length", "fallen": "falls", "unstable": "unstable",
+               "residual_force": "residual force (× body weight)", "assist": "pelvis assist", "eval_return": "eval return"}  # fmt: skip
+    shown = [k for k in columns if any(k in p for p in curve)]
+    table.add_column("steps", justify="right")
+    for k in shown:
+        table.add_column(columns[k], justify="right")
     for p in curve:
-        cells = [f"{p[k]:.2f}" if k in p else "" for k in ("return", "length", "fallen", "unstable", "residual_force", "eval_return")]
+        cells = [f"{p[k]:.2f}" if k in p else "" for k in shown]
         table.add_row(f"{p['step']:,}", *cells)
     Console().print(table)
 

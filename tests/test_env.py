@@ -207,8 +207,10 @@ def test_pd_control_follows_its_formula(task):
     body, j = task.body, task.num_joints
     rng = np.random.default_rng(1)
     action = rng.uniform(-1, 1, pd_task.action_size)
-    q, qdot = rng.uniform(-0.5, 0.5, j), rng.uniform(-2, 2, j)
-    ctrl = pd_task.controls(action, q, qdot)
+    m = body.mj_model
+    qpos, qvel = rng.uniform(-0.5, 0.5, m.nq), rng.uniform(-2, 2, m.nv)
+    q, qdot = qpos[body.joint_qpos], qvel[body.joint_qvel]
+    ctrl = pd_task.controls(action, qpos, qvel)
     for i in range(j):
         lo, hi = body.joint_range[i]
         setpoint = (lo + hi) / 2 + action[i] * (hi - lo) / 2
@@ -216,6 +218,51 @@ def test_pd_control_follows_its_formula(task):
         torque = kp * (setpoint - q[i]) - kp * 0.05 * qdot[i]  # damping time 0.05 s
         assert ctrl[i] == pytest.approx(np.clip(torque / body.gear[i], -1, 1), rel=1e-12)
     np.testing.assert_array_equal(ctrl[j:], action[2 * j :])  # the pelvis wrench passes through
+
+
+def test_reference_pd_control_follows_its_formula(task):
+    """Setpoints around the reference's next frame, damping towards its velocity, and a critically
+    damped pelvis assist towards the reference pelvis added to the policy's wrench."""
+    config = dataclasses.replace(task.config, control="reference_pd", setpoint_range=0.4, assist_frequency=2.0)
+    ref_task = dataclasses.replace(task, config=config)
+    body, j, m = task.body, task.num_joints, task.body.mj_model
+    rng = np.random.default_rng(2)
+    action = rng.uniform(-1, 1, ref_task.action_size)
+    qpos, qvel = rng.uniform(-0.3, 0.3, m.nq), rng.uniform(-1, 1, m.nv)
+    ref_qpos, ref_qvel = qpos + rng.uniform(-0.05, 0.05, m.nq), qvel + rng.uniform(-0.3, 0.3, m.nv)
+    mass, height = 70.0, 1.7
+    ctrl = ref_task.controls(action, qpos, qvel, ref_qpos, ref_qvel, mass, height)
+    for i in range(j):
+        qa, va = body.joint_qpos[i], body.joint_qvel[i]
+        kp = 300.0 * (action[j + i] + 1) / 2
+        torque = kp * (ref_qpos[qa] + 0.4 * action[i] - qpos[qa]) + kp * 0.05 * (ref_qvel[va] - qvel[va])
+        assert ctrl[i] == pytest.approx(np.clip(torque / body.gear[i], -1, 1), rel=1e-12)
+    omega = 2 * np.pi * 2.0
+    for k, name in enumerate(("pelvis_tx", "pelvis_ty", "pelvis_tz", "pelvis_tilt", "pelvis_list", "pelvis_rotation")):
+        jid = m.joint(name).id
+        qa, va = m.jnt_qposadr[jid], m.jnt_dofadr[jid]
+        inertia = mass if k < 3 else mass * (height / 4) ** 2
+        wrench = inertia * omega**2 * (ref_qpos[qa] - qpos[qa]) + 2 * inertia * omega * (ref_qvel[va] - qvel[va])
+        gear = m.actuator_gear[m.actuator(f"residual_{name}").id, 0]
+        assert ctrl[j + k] == pytest.approx(np.clip(wrench / gear + action[2 * j + k], -1, 1), rel=1e-12)
+
+
+def test_pelvis_assist_anneals_linearly_to_its_final_strength(task):
+    config = dataclasses.replace(task.config, control="reference_pd", assist_frequency=2.0, assist_final=0.2, assist_anneal_steps=100)
+    annealed = dataclasses.replace(task, config=config)
+    steps = np.array([0, 50, 100, 1000])
+    np.testing.assert_allclose(annealed.assist_strength(steps), [1.0, 0.6, 0.2, 0.2], rtol=1e-15)
+    assert dataclasses.replace(task, config=dataclasses.replace(config, assist_anneal_steps=0)).assist_strength(0) == 0.2
+    # The strength scales the assist: at strength 0 the pelvis motors carry the policy's wrench alone.
+    m, j = task.body.mj_model, task.num_joints
+    rng = np.random.default_rng(3)
+    action = rng.uniform(-1, 1, annealed.action_size)
+    qpos, qvel = rng.uniform(-0.3, 0.3, m.nq), rng.uniform(-1, 1, m.nv)
+    ctrl = annealed.controls(action, qpos, qvel, qpos + 0.05, qvel + 0.1, 70.0, 1.7, 0.0)
+    np.testing.assert_array_equal(ctrl[j:], action[2 * j :])
+    for bad in ({"assist_final": 1.5}, {"assist_final": float("nan")}, {"assist_anneal_steps": -1}, {"kp_max": float("inf")}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            dataclasses.replace(config, **bad)
 
 
 def test_brax_auto_reset_draws_fresh_starts(task, brax_env):
@@ -226,6 +273,7 @@ def test_brax_auto_reset_draws_fresh_starts(task, brax_env):
     _, step, state, actions, _ = brax_env
     steps = 63
     starts = set()
+    assist_step = np.asarray(state.info["assist_step"])
     for _ in range(steps):
         # Each episode has gone on for all but its last step.
         last = jnp.full_like(state.info["steps"], EPISODE_LENGTH - 1)
@@ -234,5 +282,8 @@ def test_brax_auto_reset_draws_fresh_starts(task, brax_env):
         assert np.all(np.asarray(state.done) == 1)
         starts |= {(int(n), int(frame)) for n, frame in np.asarray(state.pipeline_state.userdata)}
     assert len(starts) >= 200
+    # Each environment's control-step count (the pelvis assist's curriculum clock) survives its
+    # auto-resets.
+    np.testing.assert_array_equal(np.asarray(state.info["assist_step"]), assist_step + steps)
     lengths = task.targets.lengths
     assert all(0 <= frame <= lengths[n] - task.config.future_frames - 2 for n, frame in starts)

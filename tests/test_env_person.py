@@ -66,7 +66,7 @@ def _c_step(task, m, d, action):
     """One control step on MuJoCo C: the task's controls, then ``substeps`` calls of mj_step."""
     body = task.body
     for _ in range(task.config.substeps):
-        u = task.controls(action, d.qpos[body.joint_qpos], d.qvel[body.joint_qvel])
+        u = task.controls(action, d.qpos, d.qvel)
         d.ctrl[body.joint_actuators], d.ctrl[body.pelvis_actuators] = u[: task.num_joints], u[task.num_joints :]
         mujoco.mj_step(m, d)
 

@@ -42,11 +42,13 @@ def test_short_ppo_run_beats_zero_action_and_evaluates(tmp_path):
     run_dir = tmp_path / "run"
     parser = argparse.ArgumentParser()
     train.add_arguments(parser)
-    # The small config's environment (PD control, 1000 N / 300 N·m pelvis residual) with one
-    # future frame, 32 environments and 30-step episodes: a run that learns in a few minutes.
+    # The small config's environment (PD around the reference, 1000 N / 300 N·m pelvis residual)
+    # without its pelvis assist, so that the zero action falls within a second and the policy
+    # (which starts at the zero action) has to learn to hold the body up; one future frame, 32
+    # environments and 30-step episodes: a run that learns in a few minutes.
     args = parser.parse_args(
         ["--config", "small", "--steps", "120000", "--out", str(run_dir), "--reference", "synthetic:2",
-         "--future-frames", "1", "--num-envs", "32", "--episode-length", str(HORIZON)]
+         "--future-frames", "1", "--num-envs", "32", "--episode-length", str(HORIZON), "--assist-frequency", "0"]
     )  # fmt: skip
     assert train.run(args) == 0
     assert (run_dir / "policy.pkl").exists() and list((run_dir / "checkpoints").glob("step_*.pkl"))

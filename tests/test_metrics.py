@@ -109,6 +109,22 @@ def test_gait_event_hysteresis_ignores_wobble_and_toe_counts():
     np.testing.assert_array_equal(ev.off_frames, [2])
 
 
+def test_gait_events_drop_contacts_shorter_than_a_stance():
+    """At 30 frames/s a swinging foot that scuffs the floor for 2 frames (67 ms) makes no strike
+    with a 100 ms least contact; a 3-frame contact (100 ms), a long stance and a contact still going
+    on at the end do."""
+    up, down = 0.05, 0.0
+    z = np.array([up] * 3 + [down] * 2 + [up] * 3 + [down] * 3 + [up] * 3 + [down] * 10 + [up] * 3 + [down] * 2)
+    scuffs = gait_events(z, None, 30.0, threshold=0.005, hysteresis=0.01)
+    np.testing.assert_array_equal(scuffs.strike_frames, [3, 8, 14, 27])
+    ev = gait_events(z, None, 30.0, threshold=0.005, hysteresis=0.01, min_contact=0.1)
+    np.testing.assert_array_equal(ev.strike_frames, [8, 14, 27])
+    np.testing.assert_array_equal(ev.off_frames, [11, 24])
+    assert not ev.contact[3:5].any() and ev.contact[8:11].all() and ev.contact[27:].all()
+    with pytest.raises(InputError, match="min_contact"):
+        gait_events(z, None, 30.0, min_contact=float("nan"))
+
+
 def _walk(step=0.7, width=0.2, heading_deg=30.0, frames_per_step=30, fps=100.0):
     """Heels of a constructed walk: each heel rests on its footprint for one step time, then
     swings straight to its next footprint. Left strikes at frames 0, 60, 120; right at 30, 90, 150."""

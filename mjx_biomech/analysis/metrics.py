@@ -100,18 +100,24 @@ class GaitEvents(NamedTuple):
     contact: np.ndarray
 
 
-def gait_events(heel_z, toe_z, fps: float, threshold: float = 0.03, hysteresis: float = 0.01) -> GaitEvents:
+def gait_events(
+    heel_z, toe_z, fps: float, threshold: float = 0.03, hysteresis: float = 0.01, min_contact: float = 0.0
+) -> GaitEvents:
     """Foot strikes and foot offs of one foot from heel and toe heights (T,) m.
 
     The foot's height is the lower of heel and toe (``toe_z`` may be None). It is in contact
     from the frame its height drops below ``threshold`` until the frame it rises above
     ``threshold + hysteresis``; the band in between keeps the previous state, so noise near the
     threshold does not make spurious events. With ``threshold`` = 0 contact means penetrating
-    the ground (z < 0), as for a simulated body. A foot strike is the first frame of a contact,
-    a foot off the first frame after one; the state at frame 0 makes no event.
+    the ground (z < 0), as for a simulated body. A contact that ends after fewer than
+    ``min_contact`` seconds (a swinging foot scuffing the floor) is not a stance: it makes no
+    events (a contact still going on at the last frame is kept). A foot strike is the first
+    frame of a contact, a foot off the first frame after one; the state at frame 0 makes no event.
     """
     if hysteresis < 0:
         raise InputError(f"hysteresis: expected ≥ 0 m, got {hysteresis}")
+    if not (np.isfinite(min_contact) and min_contact >= 0):
+        raise InputError(f"min_contact: expected ≥ 0 s, got {min_contact}")
     _check_fps(fps)
     heel = np.asarray(heel_z, dtype=float)
     height = heel if toe_z is None else np.fmin(heel, np.asarray(toe_z, dtype=float))
@@ -125,6 +131,11 @@ def gait_events(heel_z, toe_z, fps: float, threshold: float = 0.03, hysteresis: 
         elif not state and h < threshold:
             state = True
         contact[t] = state
+    change = np.diff(contact.astype(int))
+    for start in np.flatnonzero(change == 1) + 1:
+        ends = np.flatnonzero(~contact[start:])
+        if ends.size and ends[0] < min_contact * fps:
+            contact[start : start + ends[0]] = False
     change = np.diff(contact.astype(int))
     strikes = np.flatnonzero(change == 1) + 1
     offs = np.flatnonzero(change == -1) + 1

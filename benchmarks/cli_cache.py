@@ -33,6 +33,10 @@ command a new process, run twice with a fresh cache folder, every program cached
   38.3 s with 9 programs cached, 27.6 s with all 448 (a load takes some 4 ms). What a second run
   still spends on its programs is JAX tracing and lowering them to find their keys (the demo's
   453: 7.3 s and 4.2 s).
+- Later (eager JAX work jitted): ``demo --quick`` compiles 231 programs instead of 453
+  (JAX_LOG_COMPILES); this script then printed 68.4 s first, 27.3 s second for the demo and
+  10.6 s / 5.7 s for ``ik``: the demo's second run did not get shorter, so what it spends is
+  tracing and lowering its large programs and the computation, not the lookups.
 - Each load from the cache logs two ERROR lines of XLA:CPU's machine check (jax-ml/jax#38445) and
   runs the program all the same; the command line keeps XLA's C++ log to fatal messages then.
 - Within one process the first compilation fixes the cache folder: a later

@@ -78,6 +78,26 @@ def test_short_ppo_run_beats_zero_action_and_evaluates(tmp_path):
         train.run(args)
 
 
+def test_training_smoke_run_writes_a_policy_that_evaluates(tmp_path):
+    """The default suite's quick pass through the whole pipeline: ``mjx-biomech train --config
+    small`` for two PPO iterations (2,560 steps, 8 environments), then ``mjx-biomech evaluate``
+    on a held-out walker. Nothing is asserted about learning (the slow test above does that)."""
+    run_dir = tmp_path / "run"
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = ["--config", "small", "--steps", "2560", "--out", str(run_dir), "--reference", "synthetic:1",
+            "--future-frames", "1", "--num-envs", "8", "--episode-length", "8"]  # fmt: skip
+    assert train.run(parser.parse_args(args)) == 0
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["env"]["control"] == "reference_pd" and record["ppo"]["zero_mean_init"]
+    assert (run_dir / "policy.pkl").exists() and (run_dir / "return_curve.png").stat().st_size > 0
+    eval_parser = argparse.ArgumentParser()
+    evaluate.add_arguments(eval_parser)
+    assert evaluate.run(eval_parser.parse_args([str(run_dir), "--reference", "synthetic:1:1000"])) == 0
+    report = json.loads((run_dir / "evaluation" / "report.json").read_text())
+    assert report["summary"]["trajectories"] == 1 and np.isfinite(report["trajectories"][0]["residual_force_body_weight"])
+
+
 @pytest.mark.parametrize(
     "flag, value", [("--episode-length", "0"), ("--eval-episodes", "-1"), ("--num-envs", "0"), ("--steps", "0")]
 )

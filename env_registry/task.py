@@ -4,6 +4,7 @@ and shared by the MJX (brax) and the MuJoCo-C (gymnasium) environments."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import mujoco
@@ -161,9 +162,10 @@ class GaitTask:
         xp = tracking._xp(step)
         return c.assist_final + (1.0 - c.assist_final) * xp.clip(1.0 - step / c.assist_anneal_steps, 0.0, 1.0)
 
-    @property
+    @functools.cached_property
     def pelvis_addresses(self) -> tuple[np.ndarray, np.ndarray]:
-        """(6,) qpos and (6,) dof addresses of the pelvis coordinates, in PELVIS_COORDINATES order."""
+        """(6,) qpos and (6,) dof addresses of the pelvis coordinates, in PELVIS_COORDINATES order
+        (looked up by name once: :meth:`controls` reads them every physics step)."""
         m = self.body.mj_model
         joints = [m.joint(c).id for c in PELVIS_COORDINATES]
         return m.jnt_qposadr[joints].astype(int), m.jnt_dofadr[joints].astype(int)

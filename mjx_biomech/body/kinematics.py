@@ -111,6 +111,7 @@ class KinematicTree:
         self.site_body = np.array(m.site_bodyid, dtype=int)
         self.model = m
         self._frame_children = joint_frame_children(m)  # read once: the rule needs it at every walk
+        self._groups: dict = {}  # coordinate_jacobian's twist groups, per (qpos entry, coordinate) pairs
         # moves[b, a]: qpos entry a belongs to a joint of body b or of one of its ancestors.
         moves = np.zeros((m.nbody, m.nq), dtype=bool)
         for b in range(1, m.nbody):
@@ -119,6 +120,11 @@ class KinematicTree:
                 adr = m.jnt_qposadr[j]
                 moves[b, adr : adr + _QPOS_SIZE[int(m.jnt_type[j])]] = True
         self._moves = moves
+        # The body whose joint each qpos entry belongs to.
+        self._qpos_body = np.zeros(m.nq, dtype=int)
+        for j in range(m.njnt):
+            adr = m.jnt_qposadr[j]
+            self._qpos_body[adr : adr + _QPOS_SIZE[int(m.jnt_type[j])]] = m.jnt_bodyid[j]
 
     def forward(self, qpos: Array, body_scale: Array, site_offsets: Array | None = None, sites=None) -> Kinematics:
         """Walk the tree.
@@ -164,6 +170,58 @@ class KinematicTree:
                          w[:, 2] * lever[:, 0] - w[:, 0] * lever[:, 2],
                          w[:, 0] * lever[:, 1] - w[:, 1] * lever[:, 0]], axis=1) + t
         return kin, jac * mask[:, None, :]
+
+    def coordinate_jacobian(
+        self, qpos: Array, dqpos: Array, pairs: tuple[np.ndarray, np.ndarray], body_scale: Array,
+        site_offsets: Array | None = None, sites=None,
+    ) -> tuple[Kinematics, Array]:
+        """:meth:`forward` and the derivative of the site positions with respect to coordinates,
+        (S, 3, C), from ``dqpos`` (nq, C), the derivative of qpos with respect to them, whose
+        nonzero entries are among ``pairs`` (qpos entries, coordinates), every coordinate present.
+
+        :meth:`site_jacobian` chained with ``dqpos``, without its (S, 3, nq) intermediate: the
+        entries a coordinate moves on one body add up to one twist (rotation rate ``Ω`` and the
+        velocity ``V`` of the world origin carried with the body), so each site's column is the
+        single product ``Ω × p + V``. A coordinate moving joints on several bodies has one twist
+        per body, summed over the sites each one moves.
+        """
+        scaled = self._scaled(body_scale, site_offsets)
+        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
+        kin, record = self._walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"], site_ids)
+        motion = record.motion(self.bodies, self.model.nq, kin.xpos.dtype)
+        velocity = motion.t - jnp.cross(motion.omega, motion.x)  # (nq, 3)
+        coordinate, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
+        weights = dqpos.T[coordinate] * entries  # (K, nq)
+        omega, origin = weights @ motion.omega, weights @ velocity  # (K, 3)
+        mask = self._moves[self.site_body[site_ids]][:, np.argmax(entries, axis=1)]  # (S, K)
+        p = kin.site_xpos
+        jac = jnp.stack([omega[None, :, 1] * p[:, 2:3] - omega[None, :, 2] * p[:, 1:2],
+                         omega[None, :, 2] * p[:, 0:1] - omega[None, :, 0] * p[:, 2:3],
+                         omega[None, :, 0] * p[:, 1:2] - omega[None, :, 1] * p[:, 0:1]], axis=1)
+        jac = (jac + origin.T[None]) * mask[:, None, :]  # (S, 3, K)
+        out = jac[:, :, first]
+        for c, k in extra:
+            out = out.at[:, :, c].add(jac[:, :, k])
+        return kin, out
+
+    def _twist_groups(self, pairs, num_coordinates: int):
+        """For :meth:`coordinate_jacobian`: the pairs grouped by coordinate and body, K groups:
+        each group's coordinate (K,), its qpos entries (K, nq) 0/1, each coordinate's first group
+        (C,) and the (coordinate, group) of the others."""
+        adr, col = (np.asarray(a, dtype=int) for a in pairs)
+        key = (adr.tobytes(), col.tobytes(), num_coordinates)
+        cached = self._groups.get(key)
+        if cached is None:
+            groups = sorted({(int(c), int(self._qpos_body[a])) for a, c in zip(adr, col)})
+            index = {g: k for k, g in enumerate(groups)}
+            entries = np.zeros((len(groups), self.model.nq))
+            for a, c in zip(adr, col):
+                entries[index[(int(c), int(self._qpos_body[a]))], a] = 1.0
+            coordinate = np.array([c for c, _ in groups], dtype=int)
+            first = np.array([int(np.flatnonzero(coordinate == c)[0]) for c in range(num_coordinates)], dtype=int)
+            extra = [(int(c), k) for k, c in enumerate(coordinate) if k != first[c]]
+            cached = self._groups[key] = (coordinate, entries, first, extra)
+        return cached
 
     def _scaled(self, body_scale, site_offsets) -> dict:
         return scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"),

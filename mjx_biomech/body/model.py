@@ -304,15 +304,10 @@ class BiomechModel:
             return qpos, qpos
 
         dqpos, qpos = jax.jacfwd(qpos_of, has_aux=True)(coords)
-        kin, jac = self._tree.site_jacobian(qpos, self.body_scales(params), params.offsets, sites)
         # d qpos / d coords is sparse: each coordinate moves its own qpos entry (four for the
         # rotation vector of a ball or free joint) and the joints coupled to it.
-        adr, col = self._qpos_of_coordinates()
-        first = np.unique(col, return_index=True)[1]
-        out = jac[:, :, adr[first]] * dqpos[adr[first], col[first]]
-        for a, c in np.delete(np.stack([adr, col], 1), first, axis=0):
-            out = out.at[:, :, c].add(jac[:, :, a] * dqpos[a, c])
-        return kin, out
+        return self._tree.coordinate_jacobian(qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params),
+                                              params.offsets, sites)
 
     def _qpos_of_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """(qpos entry, coordinate) pairs where d qpos / d coordinate may be nonzero, grouped by

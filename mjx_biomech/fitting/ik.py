@@ -41,6 +41,7 @@ from mjx_biomech.fitting.marker_objective import (
     IKProblem,
     frame_linearisation,
     ik_problem,
+    residuals_from_points,
 )
 from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.frame_lm import solve_frame
@@ -157,12 +158,12 @@ class MarkerIK:
                 # a long gap must not carry the pose away.
                 seen = jnp.any(jnp.all(jnp.isfinite(frame.targets), axis=-1) & (weights.markers > 0))
                 v = jnp.where(is_first | ~seen, 0.0, state.x - x)
-                return (state.x, v, state.S), (state.x, state.iterations, converged)
+                return (state.x, v, state.S), (state.x, state.iterations, converged, state.JtJ)
 
-            (x, v, S), (q, iterations, converged) = jax.lax.scan(one, (x, v, S), (frames, first))
+            (x, v, S), (q, iterations, converged, JtJ) = jax.lax.scan(one, (x, v, S), (frames, first))
             coords = jnp.where(weights.moving, q, frames.base)
             points = jax.vmap(lambda c: model.forward(c, params, sites=self.site_ids).site_xpos)(coords)
-            objective, *spread = jax.vmap(lambda c, f: _spread_terms(linearise(f)(c), c, f, weights))(coords, frames)
+            objective, *spread = jax.vmap(lambda *a: _spread_terms(*a, weights))(points, JtJ, coords, frames)
             return (x, v, S), (coords, objective, iterations, converged, points, *spread)
 
         self._chunk = jax.jit(chunk)
@@ -284,23 +285,26 @@ class MarkerIK:
         return np.clip(q0, lower, upper)
 
 
-def _spread_terms(linearised, coords, frame: Frame, weights):
-    """The frame's objective ``½|r|²`` at the solution and what its covariance needs: the
-    diagonal of ``(JᵀJ)⁻¹`` over the coordinates free at
-    the solution (moving, off their bounds, seen by some marker; 0 for the others that are held,
-    NaN for unseen ones), the frame's total marker weight, its observed residual count, its free
-    count and its normalised squared marker residual."""
-    r, J = linearised
+def _spread_terms(points, JtJ, coords, frame: Frame, weights):
+    """The frame's objective ``½|r|²`` at the solution ``coords`` (C,), its markers at ``points``
+    (M, 3), and what its covariance needs: the diagonal of ``(JᵀJ)⁻¹`` over the coordinates
+    free at the solution (moving, off their bounds, seen by some marker; 0 for the others that are
+    held, NaN for unseen ones), the frame's total marker weight, its observed residual count, its
+    free count and its normalised squared marker residual.
+
+    ``JtJ`` (C, C) is the solver's last Gauss–Newton matrix, evaluated one converged step (within
+    the accuracy) before the solution: evaluating it again at the solution would cost a frame a
+    third of its solve, for a change of that order in the spread."""
+    r = residuals_from_points(points, coords, frame, weights)
     M = frame.targets.shape[0]
-    JtJ = J.T @ J
     d = jnp.diagonal(JtJ)
-    eps = jnp.finfo(J.dtype).eps
+    eps = jnp.finfo(JtJ.dtype).eps
     seen = d > eps * jnp.maximum(jnp.max(d), 1.0)
     held = ~weights.moving | (coords <= weights.lower) | (coords >= weights.upper)
     free = ~held & seen
     n = coords.shape[0]
-    A = jnp.where(free[:, None] & free[None, :], JtJ, jnp.eye(n, dtype=J.dtype))
-    inverse = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(A), True), jnp.eye(n, dtype=J.dtype))
+    A = jnp.where(free[:, None] & free[None, :], JtJ, jnp.eye(n, dtype=JtJ.dtype))
+    inverse = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(A), True), jnp.eye(n, dtype=JtJ.dtype))
     h_inv = jnp.where(free, jnp.diagonal(inverse), jnp.where(held, 0.0, jnp.nan))
     observed = jnp.all(jnp.isfinite(frame.targets), axis=-1) & (weights.markers > 0)
     total = jnp.sum(jnp.where(observed, weights.markers, 0.0))

@@ -27,7 +27,7 @@ from mjx_biomech.fitting.losses import observation_weights
 
 __all__ = [
     "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_jacobians", "frame_linearisation",
-    "frame_residuals", "ik_problem",
+    "frame_residuals", "ik_problem", "residuals_from_points",
 ]
 
 
@@ -76,7 +76,7 @@ def frame_residuals(model, site_ids: np.ndarray, q: jax.Array, params: BodyParam
     """
     coords = jnp.where(weights.moving, q, frame.base)
     points = model.forward(coords, params, sites=site_ids).site_xpos
-    return _residuals(points, coords, frame, weights)
+    return residuals_from_points(points, coords, frame, weights)
 
 
 def frame_linearisation(
@@ -117,7 +117,7 @@ def frame_jacobians(
         r_index = 3 * m[:, None, None] + np.arange(3)[None, :, None]
         c_index = 3 * j[:, None, None] + np.arange(3)[None, None, :]
         J_offsets = J_offsets.at[r_index, c_index].set(blocks)
-    return _residuals(points, coords, frame, weights), J, J_offsets
+    return residuals_from_points(points, coords, frame, weights), J, J_offsets
 
 
 def _observed_scale(frame: Frame, weights: Weights):
@@ -127,7 +127,7 @@ def _observed_scale(frame: Frame, weights: Weights):
     return targets, jnp.sqrt(w / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny))
 
 
-def _residuals(points, coords, frame: Frame, weights: Weights) -> jax.Array:
+def residuals_from_points(points, coords, frame: Frame, weights: Weights) -> jax.Array:
     """:func:`frame_residuals` from the tracked markers' positions ``points`` (M, 3) at ``coords`` (C,)."""
     targets, scale = _observed_scale(frame, weights)
     markers = scale[:, None] * (points - targets)

@@ -26,13 +26,16 @@ __all__ = ["FrameState", "solve_frame"]
 
 class FrameState(NamedTuple):
     """Levenberg–Marquardt state: the point ``x`` (n,), its residuals ``r`` (m,), their squared
-    norm ``cost`` and Jacobian ``J`` (m, n), the second-order part ``S`` (n, n) of the Hessian,
-    the damping ``lam``, the ``step`` proposed from ``x`` and the evaluations so far."""
+    norm ``cost``, Jacobian ``J`` (m, n), gradient ``g = Jᵀr`` (n,) and Gauss–Newton matrix
+    ``JtJ`` (n, n), the second-order part ``S`` (n, n) of the Hessian, the damping ``lam``, the
+    ``step`` proposed from ``x`` and the evaluations so far."""
 
     x: jax.Array
     r: jax.Array
     cost: jax.Array
     J: jax.Array
+    g: jax.Array
+    JtJ: jax.Array
     S: jax.Array
     lam: jax.Array
     step: jax.Array
@@ -41,9 +44,7 @@ class FrameState(NamedTuple):
 
 def _propose(state: FrameState, moving, lower, upper) -> jax.Array:
     """The damped, projected step from ``state.x`` for the model Hessian ``JᵀJ + S``."""
-    x, J = state.x, state.J
-    g = J.T @ state.r
-    JtJ = J.T @ J
+    x, g, JtJ = state.x, state.g, state.JtJ
     free = moving & ~(((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0)))
     d = jnp.diagonal(JtJ)
     # A variable no residual sees gets a unit diagonal: a zero step, not a division by zero.
@@ -55,11 +56,13 @@ def _propose(state: FrameState, moving, lower, upper) -> jax.Array:
     return jnp.clip(x + dx, lower, upper) - x
 
 
-def _secant_update(S, s, J0, r0, J1, r1):
-    """Dennis–Gay–Welsch (NL2SOL) update of the second-order part of the Hessian after a step ``s``:
-    it then maps ``s`` to the change of the residual curvature term, ``(J1 − J0)ᵀ r1``."""
-    y = J1.T @ r1 - J0.T @ r0
-    y_sharp = (J1 - J0).T @ r1
+def _secant_update(S, s, J0, g0, r1, g1):
+    """Dennis–Gay–Welsch (NL2SOL) update of the second-order part of the Hessian after a step ``s``
+    from the point of Jacobian ``J0`` and gradient ``g0 = J0ᵀr0`` to residuals ``r1`` and gradient
+    ``g1 = J1ᵀr1``: it then maps ``s`` to the change of the residual curvature term,
+    ``(J1 − J0)ᵀ r1``."""
+    y = g1 - g0
+    y_sharp = g1 - J0.T @ r1
     sSs = jnp.abs(s @ S @ s)
     # NL2SOL's sizing keeps a stale S from dominating a small step.
     S = S * jnp.where(sSs > 0, jnp.minimum(1.0, jnp.abs(s @ y_sharp) / jnp.where(sSs > 0, sSs, 1.0)), 1.0)
@@ -80,16 +83,19 @@ def solve_frame(
     ``linearise(x) -> (r (size,), J (size, n))``. Stops when the proposed step moves no variable
     by more than ``accuracy`` (that step is then taken unevaluated) or after ``max_iterations``
     evaluations. Traceable (``jit``, ``vmap``, ``lax.scan``). Returns the final state and whether
-    it converged.
+    it converged; a converged state's ``x`` has the last step taken, its ``r``, ``J``, ``g`` and
+    ``JtJ`` are those of the point before it.
     """
     def body(state: FrameState) -> FrameState:
         x1 = state.x + state.step
         r1, J1 = linearise(x1)
+        g1 = J1.T @ r1
         cost1 = jnp.sum(r1 * r1)
         accept = cost1 < state.cost
-        S1 = _secant_update(state.S, state.step, state.J, state.r, J1, r1)
+        S1 = _secant_update(state.S, state.step, state.J, state.g, r1, g1)
         # A rejected step: more damping, and back to the Gauss–Newton model.
-        new = state._replace(x=x1, r=r1, cost=cost1, J=J1, S=S1, lam=jnp.maximum(state.lam * 0.1, 1e-12))
+        new = state._replace(x=x1, r=r1, cost=cost1, J=J1, g=g1, JtJ=J1.T @ J1, S=S1,
+                             lam=jnp.maximum(state.lam * 0.1, 1e-12))
         old = state._replace(S=jnp.zeros_like(state.S), lam=state.lam * 10.0)
         nxt = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)
         return nxt._replace(step=_propose(nxt, moving, lower, upper), iterations=state.iterations + 1)
@@ -102,8 +108,9 @@ def solve_frame(
     # The first pass evaluates x itself (a zero step against an infinite cost): one linearisation
     # in the compiled program instead of two.
     n = x.shape[0]
-    state = FrameState(x, jnp.zeros(size, x.dtype), jnp.asarray(jnp.inf, x.dtype), jnp.zeros((size, n), x.dtype), S,
-                       jnp.asarray(1e-6, x.dtype), jnp.zeros_like(x), jnp.asarray(0))
+    state = FrameState(x, jnp.zeros(size, x.dtype), jnp.asarray(jnp.inf, x.dtype), jnp.zeros((size, n), x.dtype),
+                       jnp.zeros_like(x), jnp.zeros_like(S), S, jnp.asarray(1e-6, x.dtype), jnp.zeros_like(x),
+                       jnp.asarray(0))
     state = jax.lax.while_loop(cond, body, state)
     converged = jnp.max(jnp.abs(state.step)) <= accuracy
     return state._replace(x=jnp.where(converged, state.x + state.step, state.x)), converged

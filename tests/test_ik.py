@@ -338,8 +338,9 @@ def test_bundled_model_joint_angles_from_noisy_markers_with_gaps():
 
 def test_frame_jacobians_in_closed_form_equal_forward_differentiation(leg):
     """The residuals' Jacobians IK and scaling use (poses and marker offsets in closed form)
-    against ``jax.jacfwd`` of the residuals, on the leg scaled per person, with a missing marker,
-    a locked coordinate and a coordinate task."""
+    against ``jax.jacfwd`` of the residuals, and the second-order term IK's Newton steps use
+    against ``jax.hessian``, on the leg scaled per person, with a missing marker, a locked
+    coordinate and a coordinate task."""
     from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, frame_jacobians, frame_residuals
 
     model = leg["model"]
@@ -356,8 +357,8 @@ def test_frame_jacobians_in_closed_form_equal_forward_differentiation(leg):
     offset_sites = tuple(int(s) for s in solver.site_ids[::2])
     q = jnp.asarray(truth_coordinates(model)[5]) + 0.02
 
-    r, J, J_offsets = jax.jit(frame_jacobians, static_argnums=(0, 1, 6))(
-        model, tuple(map(int, solver.site_ids)), q, params, frame, weights, offset_sites)
+    r, J, J_offsets, H = jax.jit(frame_jacobians, static_argnums=(0, 1, 6, 7))(
+        model, tuple(map(int, solver.site_ids)), q, params, frame, weights, offset_sites, True)
 
     def of(q, offsets):
         moved = params.offsets.at[np.asarray(offset_sites)].add(offsets.reshape(-1, 3))
@@ -369,6 +370,25 @@ def test_frame_jacobians_in_closed_form_equal_forward_differentiation(leg):
     np.testing.assert_allclose(J, J_auto, atol=1e-12)
     np.testing.assert_allclose(J_offsets, J_offsets_auto, atol=1e-12)
     assert np.abs(J_offsets_auto).max() > 0.1
+    # The second-order term Σ r ∇²r, in closed form through the knee's spline translations and the
+    # patella's coupling: the objective's Hessian less Gauss–Newton's JᵀJ.
+    hessian = jax.hessian(lambda q: 0.5 * jnp.sum(of(q, zeros) ** 2))(q)
+    np.testing.assert_allclose(H, hessian - J.T @ J, atol=1e-12)
+    assert np.abs(H).max() > 1e-4
+
+
+def test_each_frame_ends_within_the_accuracy_of_its_optimum(leg):
+    """The solver stops early when its steps contract fast enough (Newton's method on a model of
+    hinges and slides): every coordinate of every frame is still within ``accuracy`` of the
+    optimum found at a far tighter accuracy."""
+    model = leg["model"]
+    trial = opensim_setup.read_marker_trial(leg["trc"])
+    tight = solve_ik(model, trial, accuracy=1e-13, max_iterations=100)
+    assert tight.converged.all()
+    for accuracy in (1e-4, 1e-5, 1e-6):
+        result = solve_ik(model, trial, accuracy=accuracy)
+        assert result.converged.all()
+        assert np.abs(result.coordinates - tight.coordinates).max() <= accuracy
 
 
 def test_standard_errors_cover_the_truth_at_their_nominal_rate_and_grow_where_markers_drop_out(leg):

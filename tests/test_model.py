@@ -140,6 +140,25 @@ def test_marker_jacobian_matches_autodiff_with_free_joint_and_couplings(myolegs)
     np.testing.assert_allclose(kin.site_xpos, myolegs.markers(q, params)[sites], atol=1e-15)
 
 
+def test_marker_curvature_in_closed_form_equals_the_autodiff_hessian(bundled, myolegs):
+    """``marker_jacobian(curvature=True)``'s second-order term, Hessian of ``Σ ρ_s·p_s``, against
+    ``jax.hessian`` on the bundled model (hinges and slides) scaled per person; myolegs (a free
+    root) has no closed form and says so."""
+    rng = np.random.default_rng(14)
+    params = random_person(bundled, rng)
+    q = mb.sample_coordinates(bundled, jax.random.PRNGKey(15))
+    sites = np.arange(0, len(bundled.site_names), 3)
+    rho = jnp.asarray(rng.normal(size=(len(sites), 3)))
+    assert bundled.has_curvature and not myolegs.has_curvature
+    H = jax.jit(lambda c: bundled.marker_jacobian(c, params, sites, curvature=True)[2](rho))(q)
+    auto = jax.hessian(lambda c: jnp.sum(rho * bundled.forward(c, params, sites=sites).site_xpos))(q)
+    np.testing.assert_allclose(H, auto, atol=1e-12)
+    assert np.abs(auto).max() > 1.0
+    with pytest.raises(ValueError, match="hinges and slides"):
+        myolegs.marker_jacobian(mb.sample_coordinates(myolegs, jax.random.PRNGKey(0)), myolegs.default_params(),
+                                curvature=True)
+
+
 _BALL_CHAIN = """
 <mujoco>
   <worldbody>

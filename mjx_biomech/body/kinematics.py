@@ -120,6 +120,15 @@ class KinematicTree:
                 adr = m.jnt_qposadr[j]
                 moves[b, adr : adr + _QPOS_SIZE[int(m.jnt_type[j])]] = True
         self._moves = moves
+        # above[a, b]: qpos entry a's joint is at or above b's (on an ancestor body of b's, or
+        # the same joint or an earlier one of the same body).
+        above = np.zeros((m.nq, m.nq), dtype=bool)
+        for j in range(m.njnt):
+            b, adr = m.jnt_bodyid[j], m.jnt_qposadr[j]
+            for i in range(m.njnt):
+                if moves[b, m.jnt_qposadr[i]] and (m.jnt_bodyid[i] != b or i <= j):
+                    above[m.jnt_qposadr[i], adr] = True
+        self._above = above
         # The body whose joint each qpos entry belongs to.
         self._qpos_body = np.zeros(m.nq, dtype=int)
         for j in range(m.njnt):
@@ -153,37 +162,25 @@ class KinematicTree:
 
         return walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"])
 
-    def site_jacobian(
-        self, qpos: Array, body_scale: Array, site_offsets: Array | None = None, sites=None
-    ) -> tuple[Kinematics, Array]:
-        """:meth:`forward` and the derivative of the site positions with respect to qpos,
-        (S, 3, nq), in closed form (joint axes and lever arms, as MuJoCo's ``mj_jac``; for ball and
-        free joints, the derivative of the rotation with respect to the quaternion's entries)."""
-        scaled = self._scaled(body_scale, site_offsets)
-        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
-        kin, record = self._walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"], site_ids)
-        motion = record.motion(self.bodies, self.model.nq, kin.xpos.dtype)
-        mask = self._moves[self.site_body[site_ids]]  # (S, nq)
-        w, t = motion.omega.T[None], motion.t.T[None]  # (1, 3, nq)
-        lever = kin.site_xpos[:, :, None] - motion.x.T[None]  # (S, 3, nq)
-        jac = jnp.stack([w[:, 1] * lever[:, 2] - w[:, 2] * lever[:, 1],
-                         w[:, 2] * lever[:, 0] - w[:, 0] * lever[:, 2],
-                         w[:, 0] * lever[:, 1] - w[:, 1] * lever[:, 0]], axis=1) + t
-        return kin, jac * mask[:, None, :]
-
     def coordinate_jacobian(
         self, qpos: Array, dqpos: Array, pairs: tuple[np.ndarray, np.ndarray], body_scale: Array,
-        site_offsets: Array | None = None, sites=None,
-    ) -> tuple[Kinematics, Array]:
+        site_offsets: Array | None = None, sites=None, curvature: bool = False,
+    ):
         """:meth:`forward` and the derivative of the site positions with respect to coordinates,
         (S, 3, C), from ``dqpos`` (nq, C), the derivative of qpos with respect to them, whose
         nonzero entries are among ``pairs`` (qpos entries, coordinates), every coordinate present.
 
-        :meth:`site_jacobian` chained with ``dqpos``, without its (S, 3, nq) intermediate: the
-        entries a coordinate moves on one body add up to one twist (rotation rate ``Ω`` and the
-        velocity ``V`` of the world origin carried with the body), so each site's column is the
-        single product ``Ω × p + V``. A coordinate moving joints on several bodies has one twist
-        per body, summed over the sites each one moves.
+        In closed form, as MuJoCo's ``mj_jac``: qpos entry ``a`` moves a point ``p`` below its
+        joint by ``ω_a × (p − x_a) + t_a`` (:class:`_Motion`). Chained with ``dqpos`` without an
+        (S, 3, nq) intermediate: the entries a coordinate moves on one body add up to one twist
+        (rotation rate ``Ω`` and the velocity ``V`` of the world origin carried with the body),
+        so each site's column is the single product ``Ω × p + V``. A coordinate moving joints on
+        several bodies has one twist per body, summed over the sites each one moves.
+
+        With ``curvature=True`` also returns ``second_order(rho) -> (g, H)`` for site weights
+        ``rho`` (S, 3): ``g = Σ_s ρ_s·∂p_s/∂qpos`` (nq,) and ``H = Σ_s ρ_s·∂²p_s/∂qpos²``
+        (nq, nq) (:meth:`_curvature`); only for trees of hinges and slides
+        (:attr:`hinges_and_slides`).
         """
         scaled = self._scaled(body_scale, site_offsets)
         site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
@@ -202,7 +199,40 @@ class KinematicTree:
         out = jac[:, :, first]
         for c, k in extra:
             out = out.at[:, :, c].add(jac[:, :, k])
-        return kin, out
+        if not curvature:
+            return kin, out
+        if not self.hinges_and_slides:
+            raise ValueError("curvature: only trees of hinges and slides have it in closed form")
+        return kin, out, lambda rho: self._curvature(motion, velocity, p, rho, site_ids)
+
+    @property
+    def hinges_and_slides(self) -> bool:
+        """Whether every joint is a hinge or a slide (no ball or free joint)."""
+        return all(j.kind in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)
+                   for body in self.bodies for j in body.joints)
+
+    def _curvature(self, motion: _Motion, velocity, p, rho, site_ids) -> tuple[Array, Array]:
+        """The gradient ``g`` (nq,) and second-order term ``H`` (nq, nq) of ``Σ_s ρ_s·p_s`` with
+        ``ρ`` (S, 3) held fixed, in closed form for hinges and slides.
+
+        Moving entry ``a`` rotates everything below its joint about ``ω_a`` (a slide rotates
+        nothing), so for ``a`` at or above ``b`` in the tree (``b``'s joint on a descendant of
+        ``a``'s body, or later on the same body) ``∂J_sb/∂q_a = ω_a × J_sb`` and
+        ``H_ab = ω_a · Y_b``, ``Y_b = Σ_s J_sb × ρ_s`` over the sites ``b`` moves. With
+        ``J_sb = ω_b × (p_s − x_b) + t_b`` the sums need only ``R_b = Σ ρ_s``,
+        ``A_b = Σ p_s ρ_sᵀ`` over those sites.
+        """
+        moves = jnp.asarray(self._moves[self.site_body[site_ids]], rho.dtype)  # (S, nq)
+        R = moves.T @ rho  # (nq, 3)
+        A = (moves.T @ (p[:, :, None] * rho[:, None, :]).reshape(-1, 9)).reshape(-1, 3, 3)  # (nq, 3, 3)
+        w, x, t = motion.omega, motion.x, motion.t
+        cross = jnp.stack([A[:, 1, 2] - A[:, 2, 1], A[:, 2, 0] - A[:, 0, 2], A[:, 0, 1] - A[:, 1, 0]], axis=1)
+        g = jnp.sum(w * (cross - jnp.cross(x, R)), axis=1) + jnp.sum(t * R, axis=1)
+        dot = jnp.trace(A, axis1=1, axis2=2) - jnp.sum(x * R, axis=1)
+        Y = (jnp.einsum("bij,bj->bi", A, w) - x * jnp.sum(R * w, axis=1, keepdims=True)
+             - w * dot[:, None] + jnp.cross(t, R))
+        upper = jnp.asarray(self._above, rho.dtype) * (w @ Y.T)  # H_ab for a at or above b
+        return g, upper + upper.T - jnp.diag(jnp.diagonal(upper))
 
     def _twist_groups(self, pairs, num_coordinates: int):
         """For :meth:`coordinate_jacobian`: the pairs grouped by coordinate and body, K groups:

@@ -288,14 +288,21 @@ class BiomechModel:
         qpos = self.coords_to_qpos(coords, params)
         return self._tree.forward(qpos, self.body_scales(params), params.offsets, sites)
 
-    def marker_jacobian(self, coords, params: BodyParams, sites=None) -> tuple[Kinematics, Array]:
+    def marker_jacobian(self, coords, params: BodyParams, sites=None, curvature: bool = False):
         """Body and site poses (:meth:`forward`) and the derivative of the sites' positions with
         respect to the coordinates (S, 3, C).
 
-        The tree's part is in closed form (:meth:`KinematicTree.site_jacobian`), chained with the
-        derivative of :meth:`coords_to_qpos` (coupled joints' functions, rotation vectors of ball
-        and free joints); locked coordinates have zero columns. Several times cheaper than
+        The tree's part is in closed form (:meth:`KinematicTree.coordinate_jacobian`), chained
+        with the derivative of :meth:`coords_to_qpos` (coupled joints' functions, rotation vectors
+        of ball and free joints); locked coordinates have zero columns. Several times cheaper than
         ``jax.jacfwd`` of :meth:`forward`, which pushes every coordinate through the whole walk.
+
+        With ``curvature=True`` (models of hinges and slides only, :attr:`has_curvature`), also
+        returns ``second_order(rho)``: for site weights ``rho`` (S, 3), the Hessian (C, C) of
+        ``Σ_s ρ_s·p_s(coords)`` with ``ρ`` held fixed, i.e. the second-order term ``Σ r ∇²r`` of a
+        least-squares Hessian whose marker residuals ``r_s = w_s (p_s − target_s)`` have
+        ``ρ_s = w_s r_s``. In closed form in the tree, chained through the coupling functions'
+        second derivatives.
         """
         coords = jnp.asarray(coords)
 
@@ -306,8 +313,25 @@ class BiomechModel:
         dqpos, qpos = jax.jacfwd(qpos_of, has_aux=True)(coords)
         # d qpos / d coords is sparse: each coordinate moves its own qpos entry (four for the
         # rotation vector of a ball or free joint) and the joints coupled to it.
-        return self._tree.coordinate_jacobian(qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params),
-                                              params.offsets, sites)
+        out = self._tree.coordinate_jacobian(qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params),
+                                             params.offsets, sites, curvature=curvature)
+        if not curvature:
+            return out
+        kin, jac, tree_curvature = out
+
+        def second_order(rho):
+            g, H = tree_curvature(rho)
+            g = jax.lax.stop_gradient(g)
+            chained = jax.hessian(lambda c: jnp.dot(g, self.coords_to_qpos(c, params)))(coords)
+            return dqpos.T @ H @ dqpos + chained
+
+        return kin, jac, second_order
+
+    @property
+    def has_curvature(self) -> bool:
+        """Whether :meth:`marker_jacobian` gives the second-order term in closed form (every
+        joint a hinge or a slide)."""
+        return self._tree.hinges_and_slides
 
     def _qpos_of_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """(qpos entry, coordinate) pairs where d qpos / d coordinate may be nonzero, grouped by

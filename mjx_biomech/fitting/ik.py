@@ -142,7 +142,8 @@ class MarkerIK:
 
         def chunk(x, v, S, params, frames, first, weights, accuracy, max_iterations):
             def linearise(frame):
-                return lambda q: frame_linearisation(model, self.site_ids, q, params, frame, weights)
+                return lambda q: frame_linearisation(model, self.site_ids, q, params, frame, weights,
+                                                     curvature=model.has_curvature)
 
             size = 3 * len(self.site_ids) + model.num_coordinates
 

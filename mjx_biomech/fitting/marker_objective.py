@@ -80,27 +80,30 @@ def frame_residuals(model, site_ids: np.ndarray, q: jax.Array, params: BodyParam
 
 
 def frame_linearisation(
-    model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights
-) -> tuple[jax.Array, jax.Array]:
+    model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights,
+    curvature: bool = False,
+) -> tuple[jax.Array, ...]:
     """:func:`frame_residuals` (3M + C,) and their Jacobian with respect to ``q`` (3M + C, C).
 
     The markers' Jacobian is the model's closed form (:meth:`BiomechModel.marker_jacobian`),
     weighted as :func:`frame_residuals` weights the markers; columns of coordinates that do not move
-    are zero.
+    are zero. With ``curvature=True`` (models with :attr:`BiomechModel.has_curvature`) also the
+    second-order part ``Σ r ∇²r`` (C, C) of the objective's Hessian, in closed form.
     """
-    r, J, _ = frame_jacobians(model, site_ids, q, params, frame, weights)
-    return r, J
+    r, J, _, *second = frame_jacobians(model, site_ids, q, params, frame, weights, curvature=curvature)
+    return (r, J, *second)
 
 
 def frame_jacobians(
     model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights,
-    offset_sites: Sequence[int] = (),
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    offset_sites: Sequence[int] = (), curvature: bool = False,
+) -> tuple[jax.Array, ...]:
     """:func:`frame_linearisation` and the Jacobian (3M + C, 3K) of the residuals with respect
     to the offsets (metres, body frame) of the sites ``offset_sites`` (K,): a site's offset moves
-    its marker by its body's rotation."""
+    its marker by its body's rotation. Returns ``(r, J, J_offsets)``, and the second-order term
+    after them with ``curvature=True``."""
     coords = jnp.where(weights.moving, q, frame.base)
-    kin, jac = model.marker_jacobian(coords, params, sites=site_ids)
+    kin, jac, *second_order = model.marker_jacobian(coords, params, sites=site_ids, curvature=curvature)
     points = kin.site_xpos
     moving = jnp.asarray(weights.moving, jac.dtype)
     _, scale = _observed_scale(frame, weights)
@@ -117,7 +120,13 @@ def frame_jacobians(
         r_index = 3 * m[:, None, None] + np.arange(3)[None, :, None]
         c_index = 3 * j[:, None, None] + np.arange(3)[None, None, :]
         J_offsets = J_offsets.at[r_index, c_index].set(blocks)
-    return residuals_from_points(points, coords, frame, weights), J, J_offsets
+    r = residuals_from_points(points, coords, frame, weights)
+    if not curvature:
+        return r, J, J_offsets
+    # Marker residuals are scale (p - target): their second-order term is that of Σ scale r·p.
+    M = len(site_ids)
+    H = second_order[0](scale[:, None] * r[: 3 * M].reshape(M, 3))
+    return r, J, J_offsets, H * moving[:, None] * moving[None, :]
 
 
 def _observed_scale(frame: Frame, weights: Weights):

@@ -338,10 +338,16 @@ def test_bundled_model_joint_angles_from_noisy_markers_with_gaps():
 
 def test_frame_jacobians_in_closed_form_equal_forward_differentiation(leg):
     """The residuals' Jacobians IK and scaling use (poses and marker offsets in closed form)
-    against ``jax.jacfwd`` of the residuals, and the second-order term IK's Newton steps use
-    against ``jax.hessian``, on the leg scaled per person, with a missing marker, a locked
-    coordinate and a coordinate task."""
-    from mjx_biomech.fitting.marker_objective import CoordinateTarget, Frame, frame_jacobians, frame_residuals
+    against ``jax.jacfwd`` of the residuals, and IK's Newton terms (gradient, JᵀJ, second-order
+    term, without the Jacobian) against them and ``jax.hessian``, on the leg scaled per person,
+    with a missing marker, a locked coordinate and a coordinate task."""
+    from mjx_biomech.fitting.marker_objective import (
+        CoordinateTarget,
+        Frame,
+        frame_jacobians,
+        frame_newton,
+        frame_residuals,
+    )
 
     model = leg["model"]
     solver = MarkerIK(model)
@@ -357,8 +363,10 @@ def test_frame_jacobians_in_closed_form_equal_forward_differentiation(leg):
     offset_sites = tuple(int(s) for s in solver.site_ids[::2])
     q = jnp.asarray(truth_coordinates(model)[5]) + 0.02
 
-    r, J, J_offsets, H = jax.jit(frame_jacobians, static_argnums=(0, 1, 6, 7))(
-        model, tuple(map(int, solver.site_ids)), q, params, frame, weights, offset_sites, True)
+    r, J, J_offsets = jax.jit(frame_jacobians, static_argnums=(0, 1, 6))(
+        model, tuple(map(int, solver.site_ids)), q, params, frame, weights, offset_sites)
+    newton = jax.jit(frame_newton, static_argnums=(0, 1))(model, tuple(map(int, solver.site_ids)), q, params, frame,
+                                                          weights)
 
     def of(q, offsets):
         moved = params.offsets.at[np.asarray(offset_sites)].add(offsets.reshape(-1, 3))
@@ -370,11 +378,14 @@ def test_frame_jacobians_in_closed_form_equal_forward_differentiation(leg):
     np.testing.assert_allclose(J, J_auto, atol=1e-12)
     np.testing.assert_allclose(J_offsets, J_offsets_auto, atol=1e-12)
     assert np.abs(J_offsets_auto).max() > 0.1
-    # The second-order term Σ r ∇²r, in closed form through the knee's spline translations and the
-    # patella's coupling: the objective's Hessian less Gauss–Newton's JᵀJ.
+    # Newton's terms without the Jacobian, the second-order one through the knee's spline
+    # translations and the patella's coupling (a coordinate moving two bodies).
     hessian = jax.hessian(lambda q: 0.5 * jnp.sum(of(q, zeros) ** 2))(q)
-    np.testing.assert_allclose(H, hessian - J.T @ J, atol=1e-12)
-    assert np.abs(H).max() > 1e-4
+    np.testing.assert_allclose(newton.cost, r @ r, rtol=1e-13)
+    np.testing.assert_allclose(newton.g, J.T @ r, atol=1e-13)
+    np.testing.assert_allclose(newton.JtJ, J.T @ J, atol=1e-12)
+    np.testing.assert_allclose(newton.S, hessian - J.T @ J, atol=1e-12)
+    assert np.abs(newton.S).max() > 1e-4
 
 
 def test_each_frame_ends_within_the_accuracy_of_its_optimum(leg):

@@ -140,23 +140,35 @@ def test_marker_jacobian_matches_autodiff_with_free_joint_and_couplings(myolegs)
     np.testing.assert_allclose(kin.site_xpos, myolegs.markers(q, params)[sites], atol=1e-15)
 
 
-def test_marker_curvature_in_closed_form_equals_the_autodiff_hessian(bundled, myolegs):
-    """``marker_jacobian(curvature=True)``'s second-order term, Hessian of ``Σ ρ_s·p_s``, against
-    ``jax.hessian`` on the bundled model (hinges and slides) scaled per person; myolegs (a free
-    root) has no closed form and says so."""
+def test_marker_normal_equations_in_closed_form_equal_the_jacobian_and_autodiff_hessian(bundled, myolegs):
+    """``marker_normal_equations`` (from moments of the sites below each body, no Jacobian) on
+    the bundled model (hinges and slides) scaled per person, with an unobserved site: gradient and
+    ``JᵀJ`` equal those of the closed-form Jacobian, and ``JᵀJ`` plus the second-order term
+    equals ``jax.hessian`` of the objective; myolegs (a free root) has no closed form and says so."""
     rng = np.random.default_rng(14)
     params = random_person(bundled, rng)
     q = mb.sample_coordinates(bundled, jax.random.PRNGKey(15))
     sites = np.arange(0, len(bundled.site_names), 3)
-    rho = jnp.asarray(rng.normal(size=(len(sites), 3)))
-    assert bundled.has_curvature and not myolegs.has_curvature
-    H = jax.jit(lambda c: bundled.marker_jacobian(c, params, sites, curvature=True)[2](rho))(q)
-    auto = jax.hessian(lambda c: jnp.sum(rho * bundled.forward(c, params, sites=sites).site_xpos))(q)
-    np.testing.assert_allclose(H, auto, atol=1e-12)
-    assert np.abs(auto).max() > 1.0
+    weights = jnp.asarray(rng.uniform(0.5, 2.0, len(sites))).at[4].set(0.0)
+    with jax.enable_x64(True):
+        targets = bundled.forward(q, params, sites=sites).site_xpos + jnp.asarray(rng.normal(0, 0.03, (len(sites), 3)))
+    assert bundled.has_normal_equations and not myolegs.has_normal_equations
+    kin, g, JtJ, S = jax.jit(lambda c: bundled.marker_normal_equations(c, params, sites, weights, targets))(q)
+    _, jac = bundled.marker_jacobian(q, params, sites)
+    J = (jnp.sqrt(weights)[:, None, None] * jac).reshape(-1, len(q))
+    r = (jnp.sqrt(weights)[:, None] * (kin.site_xpos - targets)).ravel()
+    np.testing.assert_allclose(g, J.T @ r, atol=1e-13)
+    np.testing.assert_allclose(JtJ, J.T @ J, atol=1e-12)
+
+    def objective(c):
+        return 0.5 * jnp.sum(weights[:, None] * (bundled.forward(c, params, sites=sites).site_xpos - targets) ** 2)
+
+    hessian = jax.hessian(objective)(q)
+    np.testing.assert_allclose(JtJ + S, hessian, atol=1e-12)
+    assert np.abs(S).max() > 1e-3
     with pytest.raises(ValueError, match="hinges and slides"):
-        myolegs.marker_jacobian(mb.sample_coordinates(myolegs, jax.random.PRNGKey(0)), myolegs.default_params(),
-                                curvature=True)
+        myolegs.marker_normal_equations(mb.sample_coordinates(myolegs, jax.random.PRNGKey(0)), myolegs.default_params(),
+                                        np.arange(3), jnp.ones(3), jnp.zeros((3, 3)))
 
 
 _BALL_CHAIN = """

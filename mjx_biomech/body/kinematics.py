@@ -120,6 +120,15 @@ class KinematicTree:
                 adr = m.jnt_qposadr[j]
                 moves[b, adr : adr + _QPOS_SIZE[int(m.jnt_type[j])]] = True
         self._moves = moves
+        # below[b2, b]: body b2 is b or one of its descendants.
+        below = np.zeros((m.nbody, m.nbody), dtype=bool)
+        for b in range(m.nbody):
+            below[b, b] = True
+            a = b
+            while a != 0:
+                a = m.body_parentid[a]
+                below[b, a] = True
+        self._below = below
         # above[a, b]: qpos entry a's joint is at or above b's (on an ancestor body of b's, or
         # the same joint or an earlier one of the same body).
         above = np.zeros((m.nq, m.nq), dtype=bool)
@@ -164,8 +173,8 @@ class KinematicTree:
 
     def coordinate_jacobian(
         self, qpos: Array, dqpos: Array, pairs: tuple[np.ndarray, np.ndarray], body_scale: Array,
-        site_offsets: Array | None = None, sites=None, curvature: bool = False,
-    ):
+        site_offsets: Array | None = None, sites=None,
+    ) -> tuple[Kinematics, Array]:
         """:meth:`forward` and the derivative of the site positions with respect to coordinates,
         (S, 3, C), from ``dqpos`` (nq, C), the derivative of qpos with respect to them, whose
         nonzero entries are among ``pairs`` (qpos entries, coordinates), every coordinate present.
@@ -176,20 +185,10 @@ class KinematicTree:
         (rotation rate ``Ω`` and the velocity ``V`` of the world origin carried with the body),
         so each site's column is the single product ``Ω × p + V``. A coordinate moving joints on
         several bodies has one twist per body, summed over the sites each one moves.
-
-        With ``curvature=True`` also returns ``second_order(rho) -> (g, H)`` for site weights
-        ``rho`` (S, 3): ``g = Σ_s ρ_s·∂p_s/∂qpos`` (nq,) and ``H = Σ_s ρ_s·∂²p_s/∂qpos²``
-        (nq, nq) (:meth:`_curvature`); only for trees of hinges and slides
-        (:attr:`hinges_and_slides`).
         """
-        scaled = self._scaled(body_scale, site_offsets)
-        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
-        kin, record = self._walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"], site_ids)
-        motion = record.motion(self.bodies, self.model.nq, kin.xpos.dtype)
-        velocity = motion.t - jnp.cross(motion.omega, motion.x)  # (nq, 3)
+        kin, motion, velocity, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets,
+                                                                      sites)
         coordinate, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
-        weights = dqpos.T[coordinate] * entries  # (K, nq)
-        omega, origin = weights @ motion.omega, weights @ velocity  # (K, 3)
         mask = self._moves[self.site_body[site_ids]][:, np.argmax(entries, axis=1)]  # (S, K)
         p = kin.site_xpos
         jac = jnp.stack([omega[None, :, 1] * p[:, 2:3] - omega[None, :, 2] * p[:, 1:2],
@@ -199,11 +198,7 @@ class KinematicTree:
         out = jac[:, :, first]
         for c, k in extra:
             out = out.at[:, :, c].add(jac[:, :, k])
-        if not curvature:
-            return kin, out
-        if not self.hinges_and_slides:
-            raise ValueError("curvature: only trees of hinges and slides have it in closed form")
-        return kin, out, lambda rho: self._curvature(motion, velocity, p, rho, site_ids)
+        return kin, out
 
     @property
     def hinges_and_slides(self) -> bool:
@@ -211,27 +206,101 @@ class KinematicTree:
         return all(j.kind in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)
                    for body in self.bodies for j in body.joints)
 
-    def _curvature(self, motion: _Motion, velocity, p, rho, site_ids) -> tuple[Array, Array]:
+    def _twists(self, qpos, dqpos, pairs, body_scale, site_offsets, sites):
+        """The walk, each qpos entry's motion (:class:`_Motion`) and origin velocity
+        ``t − ω × x`` (nq, 3), each twist group's ``Ω`` and ``V`` (K, 3), and the site ids."""
+        scaled = self._scaled(body_scale, site_offsets)
+        site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
+        kin, record = self._walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"], site_ids)
+        motion = record.motion(self.bodies, self.model.nq, kin.xpos.dtype)
+        velocity = motion.t - jnp.cross(motion.omega, motion.x)  # (nq, 3)
+        coordinate, entries, _, _ = self._twist_groups(pairs, dqpos.shape[1])
+        weights = dqpos.T[coordinate] * entries  # (K, nq)
+        return kin, motion, velocity, weights @ motion.omega, weights @ velocity, site_ids
+
+    def normal_equations(
+        self, qpos: Array, dqpos: Array, pairs: tuple[np.ndarray, np.ndarray], body_scale: Array,
+        site_offsets: Array | None, sites, site_weights: Array, targets: Array,
+    ) -> tuple[Kinematics, Array, Array, Array, Array]:
+        """The normal equations of ``½ Σ_s w_s |p_s − t_s|²`` in coordinates, without the Jacobian:
+        the poses, gradient ``g`` (C,), Gauss–Newton matrix ``JᵀJ`` (C, C), and, in qpos, the
+        gradient (nq,) and second-order term ``Σ_s ρ_s·∂²p_s/∂qpos²`` (nq, nq) with
+        ``ρ_s = w_s (p_s − t_s)`` (:meth:`_curvature`); for trees of hinges and slides
+        (:attr:`hinges_and_slides`). ``site_weights`` (S,) (0 for a site not observed) and
+        ``targets`` (S, 3) are over ``sites``; ``dqpos`` and ``pairs`` as :meth:`coordinate_jacobian`.
+
+        A site's column for twist group ``k`` (its coordinate's motion on one body) is
+        ``Ω_k × p + V_k``, so every sum over sites is a polynomial in ``p`` of degree two: with the
+        moments of the weighted sites below each body (``Σ w``, ``Σ w p``, ``Σ w p pᵀ``, ``Σ ρ``,
+        ``Σ p ρᵀ``) a pair of groups costs a few products, whatever the number of sites:
+        ``(JᵀJ)_kl = (Ω_k·Ω_l) tr Q − Ω_kᵀ Q Ω_l + P·(V_l × Ω_k + V_k × Ω_l) + W V_k·V_l`` over the
+        sites both move (those below the lower of the two bodies; none on separate branches), a
+        product of (K, 6) matrices; and ``g_k = Ω_k·Σ p × ρ + V_k·Σ ρ``.
+        """
+        if not self.hinges_and_slides:
+            raise ValueError("normal_equations: only trees of hinges and slides have them in closed form")
+        kin, motion, velocity, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets,
+                                                                      sites)
+        coordinate, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
+        p = kin.site_xpos
+        w = site_weights
+        rho = w[:, None] * (p - targets)
+        S = p.shape[0]
+        table = jnp.concatenate([w[:, None], w[:, None] * p, (w[:, None, None] * p[:, :, None] * p[:, None, :]).reshape(S, 9),
+                                 rho, (p[:, :, None] * rho[:, None, :]).reshape(S, 9)], axis=1)  # (S, 25)
+        inside = jnp.asarray(self._below[self.site_body[site_ids]], p.dtype)  # (S, nbody)
+        moments = inside.T @ table  # (nbody, 25) over the sites below each body
+        W, P, Q = moments[:, 0], moments[:, 1:4], moments[:, 4:13].reshape(-1, 3, 3)
+        R, A = moments[:, 13:16], moments[:, 16:25].reshape(-1, 3, 3)
+        body = self._qpos_body[np.argmax(entries, axis=1)]  # (K,) each group's body
+        # For group k at or above group l the sites both move are those below l's body, β, and
+        # (JᵀJ)_kl = Ω_k·(tr Q_β Ω_l − Q_β Ω_l + P_β × V_l) + V_k·(Ω_l × P_β + W_β V_l).
+        Qb, Pb = Q[body], P[body]
+        a = jnp.trace(Qb, axis1=1, axis2=2)[:, None] * omega - jnp.einsum("kij,kj->ki", Qb, omega) + jnp.cross(Pb, origin)
+        b = jnp.cross(omega, Pb) + W[body][:, None] * origin
+        M = jnp.concatenate([omega, origin], axis=1) @ jnp.concatenate([a, b], axis=1).T  # (K, K)
+        above, beside = self._group_order(body)
+        JtJ = jnp.where(above, M, 0.0) + jnp.where(beside, M.T, 0.0)
+        X = jnp.stack([A[:, 1, 2] - A[:, 2, 1], A[:, 2, 0] - A[:, 0, 2], A[:, 0, 1] - A[:, 1, 0]], axis=1)
+        g = jnp.sum(omega * X[body], axis=1) + jnp.sum(origin * R[body], axis=1)
+        if extra:
+            E = np.zeros((len(coordinate), dqpos.shape[1]))
+            E[np.arange(len(coordinate)), coordinate] = 1.0
+            g, JtJ = g @ E, E.T @ JtJ @ E
+        else:
+            g, JtJ = g[first], JtJ[first][:, first]
+        qbody = self._qpos_body
+        g_q, H_q = self._curvature(motion, R[qbody], A[qbody])
+        return kin, g, JtJ, g_q, H_q
+
+    def _group_order(self, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, K) bool for groups on bodies ``body`` (K,): ``above[k, l]``, l's body is k's or
+        below it; ``beside[k, l]``, k's body is strictly below l's (the transposed pairs)."""
+        key = ("order", body.tobytes())
+        cached = self._groups.get(key)
+        if cached is None:
+            above = self._below[body[None, :], body[:, None]]
+            cached = self._groups[key] = (above, above.T & ~above)
+        return cached
+
+    def _curvature(self, motion: _Motion, R, A) -> tuple[Array, Array]:
         """The gradient ``g`` (nq,) and second-order term ``H`` (nq, nq) of ``Σ_s ρ_s·p_s`` with
-        ``ρ`` (S, 3) held fixed, in closed form for hinges and slides.
+        ``ρ`` held fixed, in closed form for hinges and slides, from ``R_a = Σ ρ_s`` (nq, 3) and
+        ``A_a = Σ p_s ρ_sᵀ`` (nq, 3, 3) over the sites each entry ``a`` moves.
 
         Moving entry ``a`` rotates everything below its joint about ``ω_a`` (a slide rotates
         nothing), so for ``a`` at or above ``b`` in the tree (``b``'s joint on a descendant of
         ``a``'s body, or later on the same body) ``∂J_sb/∂q_a = ω_a × J_sb`` and
-        ``H_ab = ω_a · Y_b``, ``Y_b = Σ_s J_sb × ρ_s`` over the sites ``b`` moves. With
-        ``J_sb = ω_b × (p_s − x_b) + t_b`` the sums need only ``R_b = Σ ρ_s``,
-        ``A_b = Σ p_s ρ_sᵀ`` over those sites.
+        ``H_ab = ω_a · Y_b``, ``Y_b = Σ_s J_sb × ρ_s`` over the sites ``b`` moves, which with
+        ``J_sb = ω_b × (p_s − x_b) + t_b`` needs only ``R_b`` and ``A_b``.
         """
-        moves = jnp.asarray(self._moves[self.site_body[site_ids]], rho.dtype)  # (S, nq)
-        R = moves.T @ rho  # (nq, 3)
-        A = (moves.T @ (p[:, :, None] * rho[:, None, :]).reshape(-1, 9)).reshape(-1, 3, 3)  # (nq, 3, 3)
         w, x, t = motion.omega, motion.x, motion.t
         cross = jnp.stack([A[:, 1, 2] - A[:, 2, 1], A[:, 2, 0] - A[:, 0, 2], A[:, 0, 1] - A[:, 1, 0]], axis=1)
         g = jnp.sum(w * (cross - jnp.cross(x, R)), axis=1) + jnp.sum(t * R, axis=1)
         dot = jnp.trace(A, axis1=1, axis2=2) - jnp.sum(x * R, axis=1)
         Y = (jnp.einsum("bij,bj->bi", A, w) - x * jnp.sum(R * w, axis=1, keepdims=True)
              - w * dot[:, None] + jnp.cross(t, R))
-        upper = jnp.asarray(self._above, rho.dtype) * (w @ Y.T)  # H_ab for a at or above b
+        upper = jnp.asarray(self._above, R.dtype) * (w @ Y.T)  # H_ab for a at or above b
         return g, upper + upper.T - jnp.diag(jnp.diagonal(upper))
 
     def _twist_groups(self, pairs, num_coordinates: int):

@@ -288,7 +288,7 @@ class BiomechModel:
         qpos = self.coords_to_qpos(coords, params)
         return self._tree.forward(qpos, self.body_scales(params), params.offsets, sites)
 
-    def marker_jacobian(self, coords, params: BodyParams, sites=None, curvature: bool = False):
+    def marker_jacobian(self, coords, params: BodyParams, sites=None) -> tuple[Kinematics, Array]:
         """Body and site poses (:meth:`forward`) and the derivative of the sites' positions with
         respect to the coordinates (S, 3, C).
 
@@ -296,42 +296,50 @@ class BiomechModel:
         with the derivative of :meth:`coords_to_qpos` (coupled joints' functions, rotation vectors
         of ball and free joints); locked coordinates have zero columns. Several times cheaper than
         ``jax.jacfwd`` of :meth:`forward`, which pushes every coordinate through the whole walk.
+        """
+        dqpos, qpos = self._qpos_and_derivative(coords, params)
+        # d qpos / d coords is sparse: each coordinate moves its own qpos entry (four for the
+        # rotation vector of a ball or free joint) and the joints coupled to it.
+        return self._tree.coordinate_jacobian(qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params),
+                                              params.offsets, sites)
 
-        With ``curvature=True`` (models of hinges and slides only, :attr:`has_curvature`), also
-        returns ``second_order(rho)``: for site weights ``rho`` (S, 3), the Hessian (C, C) of
-        ``Σ_s ρ_s·p_s(coords)`` with ``ρ`` held fixed, i.e. the second-order term ``Σ r ∇²r`` of a
-        least-squares Hessian whose marker residuals ``r_s = w_s (p_s − target_s)`` have
-        ``ρ_s = w_s r_s``. In closed form in the tree, chained through the coupling functions'
-        second derivatives.
+    def marker_normal_equations(
+        self, coords, params: BodyParams, sites, site_weights, targets
+    ) -> tuple[Kinematics, Array, Array, Array]:
+        """Newton's equations of ``½ Σ_s w_s |p_s − t_s|²`` in the coordinates, for models of
+        hinges and slides (:attr:`has_normal_equations`): the poses, the gradient ``Jᵀr`` (C,),
+        Gauss–Newton's ``JᵀJ`` (C, C) and the second-order term ``Σ r ∇²r`` (C, C), with
+        ``r_s = √w_s (p_s − t_s)`` and ``J`` the marker Jacobian (:meth:`marker_jacobian`).
+
+        In closed form from moments of the weighted sites below each body
+        (:meth:`KinematicTree.normal_equations`), never forming ``J``; the second-order term is
+        chained through the coupling functions' second derivatives.
+
+        Args:
+            sites: (S,) site ids; site_weights: (S,) (0 for a site not observed);
+            targets: (S, 3) metres (any finite value where the weight is 0).
         """
         coords = jnp.asarray(coords)
+        dqpos, qpos = self._qpos_and_derivative(coords, params)
+        kin, g, JtJ, g_q, H_q = self._tree.normal_equations(
+            qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params), params.offsets, sites,
+            jnp.asarray(site_weights), jnp.asarray(targets))
+        g_q = jax.lax.stop_gradient(g_q)
+        chained = jax.hessian(lambda c: jnp.dot(g_q, self.coords_to_qpos(c, params)))(coords)
+        return kin, g, JtJ, dqpos.T @ H_q @ dqpos + chained
 
+    @property
+    def has_normal_equations(self) -> bool:
+        """Whether :meth:`marker_normal_equations` applies (every joint a hinge or a slide)."""
+        return self._tree.hinges_and_slides
+
+    def _qpos_and_derivative(self, coords, params: BodyParams) -> tuple[Array, Array]:
+        """``d qpos / d coords`` (nq, C) and qpos (nq,)."""
         def qpos_of(c):
             qpos = self.coords_to_qpos(c, params)
             return qpos, qpos
 
-        dqpos, qpos = jax.jacfwd(qpos_of, has_aux=True)(coords)
-        # d qpos / d coords is sparse: each coordinate moves its own qpos entry (four for the
-        # rotation vector of a ball or free joint) and the joints coupled to it.
-        out = self._tree.coordinate_jacobian(qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params),
-                                             params.offsets, sites, curvature=curvature)
-        if not curvature:
-            return out
-        kin, jac, tree_curvature = out
-
-        def second_order(rho):
-            g, H = tree_curvature(rho)
-            g = jax.lax.stop_gradient(g)
-            chained = jax.hessian(lambda c: jnp.dot(g, self.coords_to_qpos(c, params)))(coords)
-            return dqpos.T @ H @ dqpos + chained
-
-        return kin, jac, second_order
-
-    @property
-    def has_curvature(self) -> bool:
-        """Whether :meth:`marker_jacobian` gives the second-order term in closed form (every
-        joint a hinge or a slide)."""
-        return self._tree.hinges_and_slides
+        return jax.jacfwd(qpos_of, has_aux=True)(jnp.asarray(coords))
 
     def _qpos_of_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """(qpos entry, coordinate) pairs where d qpos / d coordinate may be nonzero, grouped by

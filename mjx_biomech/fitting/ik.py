@@ -5,10 +5,13 @@ Each frame solves OpenSim's weighted least squares
 coordinates that move, clamped ones inside their ranges.
 
 The solver is the projected Levenberg–Marquardt of :mod:`~mjx_biomech.fitting.solvers.frame_lm`
-with a secant estimate of the second-order term, which large marker residuals (centimetres on
-real recordings) make matter; the estimate is carried from frame to frame, as is the pose. A
-frame stops when the next step would move no coordinate by more than ``accuracy`` (radians or
-metres).
+with the objective's second-order term, which large marker residuals (centimetres on real
+recordings) make matter. For models of hinges and slides (every converted .osim and the bundled
+model) that term is exact and comes with the gradient and ``JᵀJ`` in closed form, without the
+Jacobian (:func:`~mjx_biomech.fitting.marker_objective.frame_newton`): damped Newton, two or three
+evaluations a frame on a real walk. Other models use a secant estimate carried from frame to
+frame. A frame stops when every coordinate is within ``accuracy`` (radians or metres) of the
+optimum: the next step is that small, or the contraction of the steps says the rest is.
 
 As OpenSim's tool does, the first frame starts from the model's default pose; every later one
 starts from the previous solution, here extrapolated linearly from the two before it. The frames
@@ -40,6 +43,7 @@ from mjx_biomech.fitting.marker_objective import (
     Frame,
     IKProblem,
     frame_linearisation,
+    frame_newton,
     ik_problem,
     residuals_from_points,
 )
@@ -141,11 +145,16 @@ class MarkerIK:
         self._compiled: dict = {}
 
         def chunk(x, v, S, params, frames, first, weights, accuracy, max_iterations):
-            def linearise(frame):
-                return lambda q: frame_linearisation(model, self.site_ids, q, params, frame, weights,
-                                                     curvature=model.has_curvature)
+            # Newton's method where the model has its equations in closed form (hinges and slides),
+            # else Levenberg–Marquardt with a secant second-order term.
+            newton = model.has_normal_equations
 
-            size = 3 * len(self.site_ids) + model.num_coordinates
+            def linearise(frame):
+                if newton:
+                    return lambda q: frame_newton(model, self.site_ids, q, params, frame, weights)
+                return lambda q: frame_linearisation(model, self.site_ids, q, params, frame, weights)
+
+            size = 0 if newton else 3 * len(self.site_ids) + model.num_coordinates
 
             def one(carry, data):
                 frame, is_first = data

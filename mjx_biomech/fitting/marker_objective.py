@@ -24,10 +24,11 @@ from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.marker_trials import MarkerTrial
 from mjx_biomech.errors import InputError
 from mjx_biomech.fitting.losses import observation_weights
+from mjx_biomech.fitting.solvers.frame_lm import Newton
 
 __all__ = [
-    "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_jacobians", "frame_linearisation",
-    "frame_residuals", "ik_problem", "residuals_from_points",
+    "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_jacobians",
+    "frame_linearisation", "frame_newton", "frame_residuals", "ik_problem", "residuals_from_points",
 ]
 
 
@@ -80,30 +81,45 @@ def frame_residuals(model, site_ids: np.ndarray, q: jax.Array, params: BodyParam
 
 
 def frame_linearisation(
-    model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights,
-    curvature: bool = False,
-) -> tuple[jax.Array, ...]:
+    model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights
+) -> tuple[jax.Array, jax.Array]:
     """:func:`frame_residuals` (3M + C,) and their Jacobian with respect to ``q`` (3M + C, C).
 
     The markers' Jacobian is the model's closed form (:meth:`BiomechModel.marker_jacobian`),
     weighted as :func:`frame_residuals` weights the markers; columns of coordinates that do not move
-    are zero. With ``curvature=True`` (models with :attr:`BiomechModel.has_curvature`) also the
-    second-order part ``Σ r ∇²r`` (C, C) of the objective's Hessian, in closed form.
+    are zero.
     """
-    r, J, _, *second = frame_jacobians(model, site_ids, q, params, frame, weights, curvature=curvature)
-    return (r, J, *second)
+    r, J, _ = frame_jacobians(model, site_ids, q, params, frame, weights)
+    return r, J
+
+
+def frame_newton(
+    model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights
+) -> Newton:
+    """:func:`frame_residuals`'s objective as :class:`Newton` terms, for models of hinges and
+    slides (:attr:`BiomechModel.has_normal_equations`): without the Jacobian
+    (:meth:`BiomechModel.marker_normal_equations`); rows and columns of coordinates that do not
+    move are zero."""
+    coords = jnp.where(weights.moving, q, frame.base)
+    targets, scale = _observed_scale(frame, weights)
+    kin, g, JtJ, S = model.marker_normal_equations(coords, params, site_ids, scale**2, targets)
+    r = residuals_from_points(kin.site_xpos, coords, frame, weights)
+    moving = jnp.asarray(weights.moving, g.dtype)
+    task = weights.coordinates * moving
+    both = moving[:, None] * moving[None, :]
+    return Newton(jnp.sum(r * r), (g + task * (coords - frame.coordinate_targets)) * moving,
+                  JtJ * both + jnp.diag(task), S * both)
 
 
 def frame_jacobians(
     model, site_ids: np.ndarray, q: jax.Array, params: BodyParams, frame: Frame, weights: Weights,
-    offset_sites: Sequence[int] = (), curvature: bool = False,
-) -> tuple[jax.Array, ...]:
+    offset_sites: Sequence[int] = (),
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """:func:`frame_linearisation` and the Jacobian (3M + C, 3K) of the residuals with respect
     to the offsets (metres, body frame) of the sites ``offset_sites`` (K,): a site's offset moves
-    its marker by its body's rotation. Returns ``(r, J, J_offsets)``, and the second-order term
-    after them with ``curvature=True``."""
+    its marker by its body's rotation."""
     coords = jnp.where(weights.moving, q, frame.base)
-    kin, jac, *second_order = model.marker_jacobian(coords, params, sites=site_ids, curvature=curvature)
+    kin, jac = model.marker_jacobian(coords, params, sites=site_ids)
     points = kin.site_xpos
     moving = jnp.asarray(weights.moving, jac.dtype)
     _, scale = _observed_scale(frame, weights)
@@ -120,13 +136,7 @@ def frame_jacobians(
         r_index = 3 * m[:, None, None] + np.arange(3)[None, :, None]
         c_index = 3 * j[:, None, None] + np.arange(3)[None, None, :]
         J_offsets = J_offsets.at[r_index, c_index].set(blocks)
-    r = residuals_from_points(points, coords, frame, weights)
-    if not curvature:
-        return r, J, J_offsets
-    # Marker residuals are scale (p - target): their second-order term is that of Σ scale r·p.
-    M = len(site_ids)
-    H = second_order[0](scale[:, None] * r[: 3 * M].reshape(M, 3))
-    return r, J, J_offsets, H * moving[:, None] * moving[None, :]
+    return residuals_from_points(points, coords, frame, weights), J, J_offsets
 
 
 def _observed_scale(frame: Frame, weights: Weights):

@@ -23,7 +23,18 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["FrameState", "solve_frame"]
+__all__ = ["FrameState", "Newton", "solve_frame"]
+
+
+class Newton(NamedTuple):
+    """What a ``linearise`` that knows its objective's second-order term returns instead of
+    ``(r, J)``: ``cost`` ``|r|²``, gradient ``g = Jᵀr`` (n,), Gauss–Newton matrix ``JtJ``
+    (n, n) and second-order term ``S = Σ r ∇²r`` (n, n)."""
+
+    cost: jax.Array
+    g: jax.Array
+    JtJ: jax.Array
+    S: jax.Array
 
 
 class FrameState(NamedTuple):
@@ -119,9 +130,10 @@ def solve_frame(
     """Minimise ``|r(x)|²`` over ``x`` (n,) in the box ``[lower, upper]`` (±inf where unbounded),
     moving only the ``moving`` (n,) bool variables, from ``x`` with second-order estimate ``S`` (n, n).
 
-    ``linearise(x) -> (r (size,), J (size, n))``, or ``(r, J, S)`` with the second-order part
-    ``S = Σ r ∇²r`` (n, n) itself, which then replaces the secant estimate: Newton's model, whose
-    convergence is quadratic, not the secant's superlinear. Stops when the proposed step moves no
+    ``linearise(x) -> (r (size,), J (size, n))``, or a :class:`Newton` with the second-order
+    part ``S = Σ r ∇²r`` itself, which then replaces the secant estimate (``size`` 0: neither
+    ``r`` nor ``J`` is kept): Newton's model, whose convergence is quadratic, not the secant's
+    superlinear. Stops when the proposed step moves no
     variable by more than ``accuracy``, or the steps contract fast enough that taking it leaves
     every variable within ``accuracy`` of the solution (:func:`_converged`; that step is then
     taken unevaluated), or after ``max_iterations`` evaluations. Traceable (``jit``, ``vmap``, ``lax.scan``). Returns the final state and whether
@@ -132,13 +144,17 @@ def solve_frame(
 
     def body(state: FrameState) -> FrameState:
         x1 = state.x + state.step
-        r1, J1, *exact = linearise(x1)
-        g1 = J1.T @ r1
-        cost1 = jnp.sum(r1 * r1)
+        out = linearise(x1)
+        if isinstance(out, Newton):
+            cost1, g1, JtJ1, S1 = out
+            r1, J1 = state.r, state.J
+        else:
+            r1, J1 = out
+            g1, cost1, JtJ1 = J1.T @ r1, jnp.sum(r1 * r1), J1.T @ J1
+            S1 = _secant_update(state.S, state.step, state.J, state.g, r1, g1)
         accept = cost1 < state.cost
-        S1 = exact[0] if exact else _secant_update(state.S, state.step, state.J, state.g, r1, g1)
         # A rejected step: more damping, and back to the Gauss–Newton model.
-        new = state._replace(x=x1, r=r1, cost=cost1, J=J1, g=g1, JtJ=J1.T @ J1, S=S1,
+        new = state._replace(x=x1, r=r1, cost=cost1, J=J1, g=g1, JtJ=JtJ1, S=S1,
                              lam=jnp.maximum(state.lam * 0.1, 1e-12), moved=state.iterations > 0,
                              last=jnp.where(state.moved, jnp.max(jnp.abs(state.step)), 0.0))
         old = state._replace(S=jnp.zeros_like(state.S), lam=state.lam * 10.0, last=jnp.zeros_like(state.last))

@@ -136,7 +136,8 @@ def solve_frame(
     superlinear. Stops when the proposed step moves no
     variable by more than ``accuracy``, or the steps contract fast enough that taking it leaves
     every variable within ``accuracy`` of the solution (:func:`_converged`; that step is then
-    taken unevaluated), or after ``max_iterations`` evaluations. Traceable (``jit``, ``vmap``, ``lax.scan``). Returns the final state and whether
+    taken unevaluated), or after ``max_iterations`` evaluations (0: ``x`` is returned
+    unevaluated). Traceable (``jit``, ``vmap``, ``lax.scan``). Returns the final state and whether
     it converged; a converged state's ``x`` has the last step taken, its ``r``, ``J``, ``g`` and
     ``JtJ`` are those of the point before it.
     """
@@ -163,8 +164,8 @@ def solve_frame(
 
     def cond(state: FrameState):
         # A NaN step (a failed factorisation) is not converged: it goes on, to be rejected.
-        return (state.iterations == 0) | (~_converged(state, accuracy, lower, upper) & (state.iterations < max_iterations)
-                                          & (state.lam < 1e8))
+        go_on = ~_converged(state, accuracy, lower, upper) & (state.lam < 1e8)
+        return (state.iterations < max_iterations) & ((state.iterations == 0) | go_on)
 
     # The first pass evaluates x itself (a zero step against an infinite cost): one linearisation
     # in the compiled program instead of two.

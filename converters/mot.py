@@ -246,8 +246,9 @@ def _write_table(path: Path, header: list[str], times: np.ndarray, names: tuple[
     with atomic_write(path) as f:
         f.write("\n".join(header) + "\n")
         f.write("\t".join(("time",) + names) + "\n")
-        for t, row in zip(times, values):
-            f.write("\t".join([repr(float(t))] + [repr(float(v)) for v in row]) + "\n")
+        rows = np.column_stack([np.asarray(times, np.float64), np.asarray(values, np.float64).reshape(len(times), -1)])
+        # tolist() makes Python floats, whose repr is the shortest text that reads back exactly.
+        f.write("".join("\t".join(map(repr, row)) + "\n" for row in rows.tolist()))
 
 
 def _rotational_mask(names: tuple[str, ...], rotational: Sequence[bool] | Collection[str]) -> np.ndarray:

@@ -166,12 +166,7 @@ def read_trc(path: str | os.PathLike, z_up: bool = False) -> TrcData:
                              f"{frames[-1]} (line {row_lines[-1]}); frame numbers must strictly increase")
         frames.append(int(frame))
         times.append(_parse_number(path, lineno, "Time", cells[1], allow_empty=False, allow_nan=False))
-        rows.append(
-            [
-                _parse_number(path, lineno, f"{names[k // 3]} {'XYZ'[k % 3]}", cell)
-                for k, cell in enumerate(cells[2:width])
-            ]
-        )
+        rows.append(_parse_values(path, lineno, names, cells[2:width]))
         row_lines.append(lineno)
 
     times_arr = np.array(times, dtype=np.float64)
@@ -314,6 +309,24 @@ def _header_number(path: Path, metadata: dict, key: str, kind: type):
     if kind is int and value < 0:
         raise InputError(f"{path}, line 3: {key}={text!r}; expected a count of 0 or more")
     return value
+
+
+def _parse_values(path: Path, lineno: int, names: tuple[str, ...], cells: list[str]) -> np.ndarray:
+    """A row's marker coordinates (3M,): empty or NaN cells are NaN. NumPy converts the row at
+    once; a row it cannot convert, or holding an infinity, is read cell by cell for the error
+    naming the cell (:func:`_parse_number`)."""
+    row = None
+    try:
+        row = np.array(cells, dtype=np.float64)
+    except ValueError:  # empty cells, most likely
+        try:
+            row = np.array([c if c.strip() else "nan" for c in cells], dtype=np.float64)
+        except ValueError:
+            pass
+    if row is None or np.isinf(row).any():
+        row = np.array([_parse_number(path, lineno, f"{names[k // 3]} {'XYZ'[k % 3]}", cell)
+                        for k, cell in enumerate(cells)])
+    return row
 
 
 def _parse_number(path: Path, lineno: int, column: str, cell: str, allow_empty: bool = True,

@@ -222,9 +222,12 @@ class MarkerIK:
         q0 = self._initial(initial, problem.frames.base[0], problem.weights.lower, problem.weights.upper)
 
         with jax.enable_x64(True):
-            f64 = jnp.float64
-            params = model.default_params(f64) if params is None else jax.tree.map(lambda a: jnp.asarray(a, f64), params)
-            weights = jax.tree.map(jnp.asarray, problem.weights)
+            # NumPy in, as the compiled call takes it: no device operations before it.
+            if params is None:
+                params = BodyParams(np.ones(len(model.scale_param_names)), np.zeros((len(model.site_names), 3)))
+            params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+            weights = problem.weights._replace(**{f: np.asarray(getattr(problem.weights, f), np.float64)
+                                                  for f in ("markers", "coordinates", "lower", "upper")})
             n = self.chunk_frames
             chunks = -(-T // n)
             # Padding repeats the last frame, and is not solved.

@@ -186,9 +186,8 @@ class KinematicTree:
         so each site's column is the single product ``Ω × p + V``. A coordinate moving joints on
         several bodies has one twist per body, summed over the sites each one moves.
         """
-        kin, motion, velocity, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets,
-                                                                      sites)
-        coordinate, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
+        kin, _, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets, sites)
+        _, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
         mask = self._moves[self.site_body[site_ids]][:, np.argmax(entries, axis=1)]  # (S, K)
         p = kin.site_xpos
         jac = jnp.stack([omega[None, :, 1] * p[:, 2:3] - omega[None, :, 2] * p[:, 1:2],
@@ -207,8 +206,8 @@ class KinematicTree:
                    for body in self.bodies for j in body.joints)
 
     def _twists(self, qpos, dqpos, pairs, body_scale, site_offsets, sites):
-        """The walk, each qpos entry's motion (:class:`_Motion`) and origin velocity
-        ``t − ω × x`` (nq, 3), each twist group's ``Ω`` and ``V`` (K, 3), and the site ids."""
+        """The walk, each qpos entry's motion (:class:`_Motion`), each twist group's ``Ω`` and
+        ``V`` (K, 3) (``V`` from each entry's origin velocity ``t − ω × x``), and the site ids."""
         scaled = self._scaled(body_scale, site_offsets)
         site_ids = np.arange(self.nsite) if sites is None else np.asarray(sites, dtype=int)
         kin, record = self._walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"], site_ids)
@@ -216,7 +215,7 @@ class KinematicTree:
         velocity = motion.t - jnp.cross(motion.omega, motion.x)  # (nq, 3)
         coordinate, entries, _, _ = self._twist_groups(pairs, dqpos.shape[1])
         weights = dqpos.T[coordinate] * entries  # (K, nq)
-        return kin, motion, velocity, weights @ motion.omega, weights @ velocity, site_ids
+        return kin, motion, weights @ motion.omega, weights @ velocity, site_ids
 
     def normal_equations(
         self, qpos: Array, dqpos: Array, pairs: tuple[np.ndarray, np.ndarray], body_scale: Array,
@@ -239,8 +238,7 @@ class KinematicTree:
         """
         if not self.hinges_and_slides:
             raise ValueError("normal_equations: only trees of hinges and slides have them in closed form")
-        kin, motion, velocity, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets,
-                                                                      sites)
+        kin, motion, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets, sites)
         coordinate, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
         p = kin.site_xpos
         w = site_weights

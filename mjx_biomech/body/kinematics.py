@@ -220,12 +220,13 @@ class KinematicTree:
     def normal_equations(
         self, qpos: Array, dqpos: Array, pairs: tuple[np.ndarray, np.ndarray], body_scale: Array,
         site_offsets: Array | None, sites, site_weights: Array, targets: Array,
-    ) -> tuple[Kinematics, Array, Array, Array, Array]:
+    ):
         """The normal equations of ``½ Σ_s w_s |p_s − t_s|²`` in coordinates, without the Jacobian:
         the poses, gradient ``g`` (C,), Gauss–Newton matrix ``JᵀJ`` (C, C), and, in qpos, the
         gradient (nq,) and second-order term ``Σ_s ρ_s·∂²p_s/∂qpos²`` (nq, nq) with
         ``ρ_s = w_s (p_s − t_s)`` (:meth:`_curvature`); for trees of hinges and slides
-        (:attr:`hinges_and_slides`). ``site_weights`` (S,) (0 for a site not observed) and
+        (:attr:`hinges_and_slides`), and the twist groups' ``(Ω, V)`` (for
+        :meth:`twist_gradient`). ``site_weights`` (S,) (0 for a site not observed) and
         ``targets`` (S, 3) are over ``sites``; ``dqpos`` and ``pairs`` as :meth:`coordinate_jacobian`.
 
         A site's column for twist group ``k`` (its coordinate's motion on one body) is
@@ -269,7 +270,27 @@ class KinematicTree:
             g, JtJ = g[first], JtJ[first][:, first]
         qbody = self._qpos_body
         g_q, H_q = self._curvature(motion, R[qbody], A[qbody])
-        return kin, g, JtJ, g_q, H_q
+        return kin, g, JtJ, g_q, H_q, (omega, origin)
+
+    def twist_gradient(self, twists, p, pairs, num_coordinates: int, sites, site_weights, targets) -> Array:
+        """The gradient (C,) of ``½ Σ_s w_s |p_s − t_s|²`` at the pose of sites ``p`` (S, 3) and
+        twists ``(Ω, V)`` that :meth:`normal_equations` returned there, for other weights and
+        targets: ``g_k = Ω_k·Σ p × ρ + V_k·Σ ρ`` over the sites below group ``k``'s body, with
+        ``ρ_s = w_s (p_s − t_s)``. No walk: a new frame's data at the last frame's solution."""
+        omega, origin = twists
+        coordinate, entries, first, extra = self._twist_groups(pairs, num_coordinates)
+        site_ids = np.asarray(sites, dtype=int)
+        rho = site_weights[:, None] * (p - targets)
+        body = self._qpos_body[np.argmax(entries, axis=1)]
+        inside = jnp.asarray(self._below[self.site_body[site_ids]][:, body], p.dtype)  # (S, K)
+        R = inside.T @ rho
+        X = inside.T @ jnp.cross(p, rho)
+        g = jnp.sum(omega * X, axis=1) + jnp.sum(origin * R, axis=1)
+        if extra:
+            E = np.zeros((len(coordinate), num_coordinates))
+            E[np.arange(len(coordinate)), coordinate] = 1.0
+            return g @ E
+        return g[first]
 
     def _group_order(self, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, K) bool for groups on bodies ``body`` (K,): ``above[k, l]``, l's body is k's or

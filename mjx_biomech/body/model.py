@@ -303,9 +303,7 @@ class BiomechModel:
         return self._tree.coordinate_jacobian(qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params),
                                               params.offsets, sites)
 
-    def marker_normal_equations(
-        self, coords, params: BodyParams, sites, site_weights, targets
-    ) -> tuple[Kinematics, Array, Array, Array]:
+    def marker_normal_equations(self, coords, params: BodyParams, sites, site_weights, targets, with_twists: bool = False):
         """Newton's equations of ``½ Σ_s w_s |p_s − t_s|²`` in the coordinates, for models of
         hinges and slides (:attr:`has_normal_equations`): the poses, the gradient ``Jᵀr`` (C,),
         Gauss–Newton's ``JᵀJ`` (C, C) and the second-order term ``Σ r ∇²r`` (C, C), with
@@ -318,15 +316,24 @@ class BiomechModel:
         Args:
             sites: (S,) site ids; site_weights: (S,) (0 for a site not observed);
             targets: (S, 3) metres (any finite value where the weight is 0).
+            with_twists: also return the pose's twists, for :meth:`marker_gradient_at`.
         """
         coords = jnp.asarray(coords)
         dqpos, qpos = self._qpos_and_derivative(coords, params)
-        kin, g, JtJ, g_q, H_q = self._tree.normal_equations(
+        kin, g, JtJ, g_q, H_q, twists = self._tree.normal_equations(
             qpos, dqpos, self._qpos_of_coordinates(), self.body_scales(params), params.offsets, sites,
             jnp.asarray(site_weights), jnp.asarray(targets))
         g_q = jax.lax.stop_gradient(g_q)
         chained = jax.hessian(lambda c: jnp.dot(g_q, self.coords_to_qpos(c, params)))(coords)
-        return kin, g, JtJ, dqpos.T @ H_q @ dqpos + chained
+        out = (kin, g, JtJ, dqpos.T @ H_q @ dqpos + chained)
+        return (*out, twists) if with_twists else out
+
+    def marker_gradient_at(self, twists, site_xpos, sites, site_weights, targets) -> Array:
+        """The gradient (C,) of :meth:`marker_normal_equations`'s objective for other
+        ``site_weights`` and ``targets``, at the pose whose site positions ``site_xpos`` (S, 3) and
+        ``twists`` it returned: no kinematics (:meth:`KinematicTree.twist_gradient`)."""
+        return self._tree.twist_gradient(twists, site_xpos, self._qpos_of_coordinates(), len(self.coordinates), sites,
+                                         jnp.asarray(site_weights), jnp.asarray(targets))
 
     @property
     def has_normal_equations(self) -> bool:

@@ -42,6 +42,7 @@ from mjx_biomech.fitting.marker_objective import (
     CoordinateTarget,
     Frame,
     IKProblem,
+    frame_gradient_at,
     frame_linearisation,
     frame_newton,
     ik_problem,
@@ -143,8 +144,9 @@ class MarkerIK:
         self.site_ids = np.asarray(model.marker_site_ids(marker_set))
         self.chunk_frames = int(chunk_frames)
         self._compiled: dict = {}
+        self._point_shape = None
 
-        def chunk(x, v, S, params, frames, first, limits, weights, accuracy):
+        def chunk(x, v, S, prev, params, frames, first, limits, weights, accuracy):
             # Newton's method where the model has its equations in closed form (hinges and slides),
             # else Levenberg–Marquardt with a secant second-order term.
             newton = model.has_normal_equations
@@ -158,25 +160,56 @@ class MarkerIK:
 
             def one(carry, data):
                 frame, is_first, limit = data
-                x, v, S = carry
+                x, v, S, prev = carry
                 # The trial's first frame starts from the default pose, as OpenSim assembles it, and
-                # may take long; later ones from the previous solution moved on by its velocity.
-                # Frames padding the last chunk have no evaluation (a limit of 0).
-                state, converged = solve_frame(linearise(frame), jnp.clip(x + v, weights.lower, weights.upper), S,
-                                               weights.moving, weights.lower, weights.upper, accuracy, limit, size)
+                # may take long; later ones from the previous solution moved on by its velocity, or,
+                # with Newton's method, by the step the last Newton model takes towards this frame's
+                # data: its gradient at the last evaluated pose, from that pose's twists (no walk),
+                # solved with the last factor. That start is as close as one more evaluation would
+                # get, and saves it. Frames padding the last chunk have no evaluation (a limit of 0).
+                seen = jnp.any(jnp.all(jnp.isfinite(frame.targets), axis=-1) & (weights.markers > 0))
+                start = jnp.clip(x + v, weights.lower, weights.upper)
+                use = jnp.asarray(False)
+                if newton:
+                    base, factor, free, point = prev
+                    g = frame_gradient_at(model, self.site_ids, point, base, frame, weights)
+                    step = jax.scipy.linalg.cho_solve((factor, True), jnp.where(free, -g, 0.0))
+                    predicted = jnp.clip(base + step, weights.lower, weights.upper)
+                    # Not across a bound: a model whose active set changes predicts nothing useful.
+                    inside = jnp.all(free == weights.moving) & jnp.all(predicted == base + step)
+                    use = ~is_first & seen & inside & jnp.all(jnp.isfinite(predicted))
+                    start = jnp.where(use, predicted, start)
+                state, converged = solve_frame(linearise(frame), start, S, weights.moving, weights.lower, weights.upper,
+                                               accuracy, limit, size, newton_start=use)
                 # A frame without any tracked marker stays where it started, and the next starts there:
                 # a long gap must not carry the pose away.
-                seen = jnp.any(jnp.all(jnp.isfinite(frame.targets), axis=-1) & (weights.markers > 0))
                 v = jnp.where(is_first | ~seen, 0.0, state.x - x)
-                return (state.x, v, state.S), (state.x, state.iterations, converged, state.JtJ)
+                if newton:
+                    evaluated = state.x - jnp.where(converged, state.step, 0.0)
+                    prev = (evaluated, state.factor, state.free, state.point)
+                return (state.x, v, state.S, prev), (state.x, state.iterations, converged, state.JtJ)
 
-            (x, v, S), (q, iterations, converged, JtJ) = jax.lax.scan(one, (x, v, S), (frames, first, limits))
+            (x, v, S, prev), (q, iterations, converged, JtJ) = jax.lax.scan(one, (x, v, S, prev),
+                                                                            (frames, first, limits))
             coords = jnp.where(weights.moving, q, frames.base)
             points = jax.vmap(lambda c: model.forward(c, params, sites=self.site_ids).site_xpos)(coords)
             objective, *spread = jax.vmap(lambda *a: _spread_terms(*a, weights))(points, JtJ, coords, frames)
-            return (x, v, S), (coords, objective, iterations, converged, points, *spread)
+            return (x, v, S, prev), (coords, objective, iterations, converged, points, *spread)
 
         self._chunk = jax.jit(chunk)
+
+    def _no_previous(self, params, frames: Frame, weights) -> tuple | None:
+        """The chunk's starting ``prev`` (the last frame's evaluated pose, factor, free variables
+        and Newton point), zeros of their shapes; None without Newton's method."""
+        if not self.model.has_normal_equations:
+            return None
+        C = self.model.num_coordinates
+        if self._point_shape is None:  # traced once: it depends only on the model and the markers
+            frame = Frame(*(a[0] for a in frames))
+            self._point_shape = jax.eval_shape(
+                lambda q: frame_newton(self.model, self.site_ids, q, params, frame, weights).point, np.zeros(C))
+        point = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), self._point_shape)
+        return np.zeros(C), np.eye(C), np.zeros(C, bool), point
 
     def _compiled_fn(self, name: str, fn, *args):
         """``fn`` compiled for the shapes of ``args`` and the seconds compiling took (0 if cached)."""
@@ -242,7 +275,7 @@ class MarkerIK:
             limits = np.where(first, max(max_iterations, _FIRST_FRAME_ITERATIONS), max_iterations).astype(np.int64)
             limits[T:] = 0
             C = model.num_coordinates
-            carry = (np.asarray(q0, np.float64), np.zeros(C), np.zeros((C, C)))
+            carry = (np.asarray(q0, np.float64), np.zeros(C), np.zeros((C, C)), self._no_previous(params, frames, weights))
             settings = (weights, np.float64(accuracy))
 
             def part(k):

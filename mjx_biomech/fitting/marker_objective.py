@@ -27,8 +27,18 @@ from mjx_biomech.fitting.losses import observation_weights
 from mjx_biomech.fitting.solvers.frame_lm import Newton
 
 __all__ = [
-    "CoordinateTarget", "Frame", "IKProblem", "Weights", "clamped_coordinates", "frame_jacobians",
-    "frame_linearisation", "frame_newton", "frame_residuals", "ik_problem", "residuals_from_points",
+    "CoordinateTarget",
+    "Frame",
+    "IKProblem",
+    "Weights",
+    "clamped_coordinates",
+    "frame_gradient_at",
+    "frame_jacobians",
+    "frame_linearisation",
+    "frame_newton",
+    "frame_residuals",
+    "ik_problem",
+    "residuals_from_points",
 ]
 
 
@@ -102,13 +112,25 @@ def frame_newton(
     move are zero."""
     coords = jnp.where(weights.moving, q, frame.base)
     targets, scale = _observed_scale(frame, weights)
-    kin, g, JtJ, S = model.marker_normal_equations(coords, params, site_ids, scale**2, targets)
+    kin, g, JtJ, S, twists = model.marker_normal_equations(coords, params, site_ids, scale**2, targets, with_twists=True)
     r = residuals_from_points(kin.site_xpos, coords, frame, weights)
     moving = jnp.asarray(weights.moving, g.dtype)
     task = weights.coordinates * moving
     both = moving[:, None] * moving[None, :]
     return Newton(jnp.sum(r * r), (g + task * (coords - frame.coordinate_targets)) * moving,
-                  JtJ * both + jnp.diag(task), S * both)
+                  JtJ * both + jnp.diag(task), S * both, (kin.site_xpos, twists))
+
+
+def frame_gradient_at(model, site_ids: np.ndarray, point, q: jax.Array, frame: Frame, weights: Weights) -> jax.Array:
+    """The gradient (C,) of ``frame``'s objective (:func:`frame_residuals`) at coordinates ``q``,
+    from the ``point`` (site positions and twists) that :func:`frame_newton` returned for them
+    with another frame's data: what the next frame's objective asks of the last solution."""
+    coords = jnp.where(weights.moving, q, frame.base)
+    targets, scale = _observed_scale(frame, weights)
+    site_xpos, twists = point
+    g = model.marker_gradient_at(twists, site_xpos, site_ids, scale**2, targets)
+    moving = jnp.asarray(weights.moving, g.dtype)
+    return (g + weights.coordinates * moving * (coords - frame.coordinate_targets)) * moving
 
 
 def frame_jacobians(

@@ -29,12 +29,14 @@ __all__ = ["FrameState", "Newton", "solve_frame"]
 class Newton(NamedTuple):
     """What a ``linearise`` that knows its objective's second-order term returns instead of
     ``(r, J)``: ``cost`` ``|r|²``, gradient ``g = Jᵀr`` (n,), Gauss–Newton matrix ``JtJ``
-    (n, n) and second-order term ``S = Σ r ∇²r`` (n, n)."""
+    (n, n), second-order term ``S = Σ r ∇²r`` (n, n), and ``point``, anything the caller wants
+    kept of the last accepted evaluation (a pytree, or None)."""
 
     cost: jax.Array
     g: jax.Array
     JtJ: jax.Array
     S: jax.Array
+    point: object = None
 
 
 class FrameState(NamedTuple):
@@ -43,7 +45,9 @@ class FrameState(NamedTuple):
     ``JtJ`` (n, n), the second-order part ``S`` (n, n) of the Hessian, the damping ``lam``, the
     ``step`` proposed from ``x``, the evaluations so far, whether ``x`` was reached by an
     accepted step (``moved``) and ``last``, the largest move of that step when it came from a
-    point that was itself so reached (0 otherwise, and after a rejection)."""
+    point that was itself so reached (0 otherwise, and after a rejection); the Cholesky
+    ``factor`` (n, n) and the ``free`` (n,) variables of the step's model, and the ``point`` a
+    :class:`Newton` evaluation of ``x`` kept."""
 
     x: jax.Array
     r: jax.Array
@@ -57,10 +61,14 @@ class FrameState(NamedTuple):
     iterations: jax.Array
     moved: jax.Array
     last: jax.Array
+    factor: jax.Array
+    free: jax.Array
+    point: object
 
 
-def _propose(state: FrameState, moving, lower, upper) -> jax.Array:
-    """The damped, projected step from ``state.x`` for the model Hessian ``JᵀJ + S``."""
+def _propose(state: FrameState, moving, lower, upper) -> FrameState:
+    """The damped, projected step from ``state.x`` for the model Hessian ``JᵀJ + S``, and that
+    model's factor and free variables."""
     x, g, JtJ = state.x, state.g, state.JtJ
     free = moving & ~(((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0)))
     d = jnp.diagonal(JtJ)
@@ -71,15 +79,15 @@ def _propose(state: FrameState, moving, lower, upper) -> jax.Array:
     eye = jnp.eye(n, dtype=x.dtype)
 
     def solve(S):
-        A = jnp.where(both, JtJ + S + state.lam * jnp.diag(d), eye)
-        return jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(A), True), jnp.where(free, -g, 0.0))
+        L = jnp.linalg.cholesky(jnp.where(both, JtJ + S + state.lam * jnp.diag(d), eye))
+        return jax.scipy.linalg.cho_solve((L, True), jnp.where(free, -g, 0.0)), L
 
-    dx = solve(state.S)
+    dx, L = solve(state.S)
     # An indefinite model (a secant estimate far off, or Newton's far from the optimum) fails the
     # factorisation: Gauss–Newton's model instead, at no extra evaluation (a NaN step that fails
     # still is rejected and damped more).
-    dx = jax.lax.cond(jnp.all(jnp.isfinite(dx)), lambda: dx, lambda: solve(jnp.zeros_like(state.S)))
-    return jnp.clip(x + dx, lower, upper) - x
+    dx, L = jax.lax.cond(jnp.all(jnp.isfinite(dx)), lambda: (dx, L), lambda: solve(jnp.zeros_like(state.S)))
+    return state._replace(step=jnp.clip(x + dx, lower, upper) - x, factor=L, free=free)
 
 
 def _secant_update(S, s, J0, g0, r1, g1):
@@ -125,7 +133,7 @@ def _converged(state: FrameState, accuracy, lower, upper) -> jax.Array:
 
 
 def solve_frame(
-    linearise: Callable, x, S, moving, lower, upper, accuracy, max_iterations, size: int
+    linearise: Callable, x, S, moving, lower, upper, accuracy, max_iterations, size: int, newton_start=False
 ) -> tuple[FrameState, jax.Array]:
     """Minimise ``|r(x)|²`` over ``x`` (n,) in the box ``[lower, upper]`` (±inf where unbounded),
     moving only the ``moving`` (n,) bool variables, from ``x`` with second-order estimate ``S`` (n, n).
@@ -138,16 +146,22 @@ def solve_frame(
     every variable within ``accuracy`` of the solution (:func:`_converged`; that step is then
     taken unevaluated), or after ``max_iterations`` evaluations (0: ``x`` is returned
     unevaluated). Traceable (``jit``, ``vmap``, ``lax.scan``). Returns the final state and whether
-    it converged; a converged state's ``x`` has the last step taken, its ``r``, ``J``, ``g`` and
-    ``JtJ`` are those of the point before it.
+    it converged; a converged state's ``x`` has the last step taken, its ``r``, ``J``, ``g``,
+    ``JtJ``, ``point`` and the step's ``factor`` are those of the point before it.
+
+    ``newton_start`` (bool, may be traced): ``x`` is itself a Newton step's result (a prediction
+    from a nearby problem's Newton model), so the contraction from the first step on tells how
+    far the solution is (:func:`_converged`); otherwise the first step, which corrects a guess,
+    is left out of it.
     """
     n = x.shape[0]
 
     def body(state: FrameState) -> FrameState:
         x1 = state.x + state.step
         out = linearise(x1)
+        point1 = state.point
         if isinstance(out, Newton):
-            cost1, g1, JtJ1, S1 = out
+            cost1, g1, JtJ1, S1, point1 = out
             r1, J1 = state.r, state.J
         else:
             r1, J1 = out
@@ -155,12 +169,12 @@ def solve_frame(
             S1 = _secant_update(state.S, state.step, state.J, state.g, r1, g1)
         accept = cost1 < state.cost
         # A rejected step: more damping, and back to the Gauss–Newton model.
-        new = state._replace(x=x1, r=r1, cost=cost1, J=J1, g=g1, JtJ=JtJ1, S=S1,
-                             lam=jnp.maximum(state.lam * 0.1, 1e-12), moved=state.iterations > 0,
+        new = state._replace(x=x1, r=r1, cost=cost1, J=J1, g=g1, JtJ=JtJ1, S=S1, point=point1,
+                             lam=jnp.maximum(state.lam * 0.1, 1e-12), moved=(state.iterations > 0) | newton_start,
                              last=jnp.where(state.moved, jnp.max(jnp.abs(state.step)), 0.0))
         old = state._replace(S=jnp.zeros_like(state.S), lam=state.lam * 10.0, last=jnp.zeros_like(state.last))
         nxt = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)
-        return nxt._replace(step=_propose(nxt, moving, lower, upper), iterations=state.iterations + 1)
+        return _propose(nxt, moving, lower, upper)._replace(iterations=state.iterations + 1)
 
     def cond(state: FrameState):
         # A NaN step (a failed factorisation) is not converged: it goes on, to be rejected.
@@ -169,9 +183,12 @@ def solve_frame(
 
     # The first pass evaluates x itself (a zero step against an infinite cost): one linearisation
     # in the compiled program instead of two.
+    evaluated = jax.eval_shape(linearise, x)
+    point = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), evaluated.point) if isinstance(evaluated, Newton) else None
     state = FrameState(x, jnp.zeros(size, x.dtype), jnp.asarray(jnp.inf, x.dtype), jnp.zeros((size, n), x.dtype),
                        jnp.zeros_like(x), jnp.zeros_like(S), S, jnp.asarray(1e-6, x.dtype), jnp.zeros_like(x),
-                       jnp.asarray(0), jnp.asarray(False), jnp.zeros((), x.dtype))
+                       jnp.asarray(0), jnp.asarray(False), jnp.zeros((), x.dtype), jnp.eye(n, dtype=x.dtype),
+                       jnp.zeros(n, bool), point)
     state = jax.lax.while_loop(cond, body, state)
     converged = _converged(state, accuracy, lower, upper)
     return state._replace(x=jnp.where(converged, state.x + state.step, state.x)), converged

@@ -23,7 +23,8 @@ from rich.table import Table
 import mjx_biomech as mb
 
 
-def _time(fn, repeats: int) -> float:
+def best_seconds(fn, repeats: int) -> float:
+    """Best wall seconds of ``repeats`` calls of ``fn`` after a warm-up call (benchmarks/ik.py uses it too)."""
     fn()  # compile / warm up
     best = np.inf
     for _ in range(repeats):
@@ -75,11 +76,11 @@ def main() -> None:
 
     jacobian = jax.jit(jax.vmap(lambda q, p: model.marker_jacobian(q, p, sites)[1], in_axes=(0, None)))
 
-    t_copy = _time(mujoco_c, args.repeats)
-    t_c = _time(mujoco_bare, args.repeats)
-    t_fwd = _time(lambda: markers(coords, params).block_until_ready(), args.repeats)
-    t_grad = _time(lambda: jax.block_until_ready(value_and_grad(coords, params)), args.repeats)
-    t_jac = _time(lambda: jacobian(coords, params).block_until_ready(), args.repeats)
+    t_copy = best_seconds(mujoco_c, args.repeats)
+    t_c = best_seconds(mujoco_bare, args.repeats)
+    t_fwd = best_seconds(lambda: markers(coords, params).block_until_ready(), args.repeats)
+    t_grad = best_seconds(lambda: jax.block_until_ready(value_and_grad(coords, params)), args.repeats)
+    t_jac = best_seconds(lambda: jacobian(coords, params).block_until_ready(), args.repeats)
     # nothing compiles in the timed calls: each jitted function holds the one program it warmed up
     assert markers._cache_size() == value_and_grad._cache_size() == jacobian._cache_size() == 1
 

@@ -31,12 +31,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
+from fk import best_seconds
 from gait2392_pipeline import PIPELINE, SAGITTAL, missing, parser, quiet_fd1
 from rich.console import Console
 from rich.table import Table
@@ -53,17 +53,6 @@ def _count_compiles(event: str, duration: float, **_):
         _COMPILES.append(duration)
 
 
-def _best(fn, repeats: int) -> float:
-    """Best wall seconds of ``repeats`` calls of ``fn`` after a warm-up call."""
-    fn()
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _opensim_tool(folder: Path, setup: Path, model, repeats: int):
     """OpenSim's tool in ``folder``: (best seconds, its .mot, its marker-error .sto)."""
     import opensim as osim
@@ -77,7 +66,7 @@ def _opensim_tool(folder: Path, setup: Path, model, repeats: int):
             tool.run()
         return tool
 
-    best = _best(run, repeats)
+    best = best_seconds(run, repeats)
     return best, folder / "opensim_ik.mot", folder / f"{run().getName()}_ik_marker_errors.sto"
 
 
@@ -114,7 +103,7 @@ def _opensim_solver(setup_path: Path, trc_path: Path, model, times: np.ndarray, 
             solver.track(state)
             solver.computeCurrentMarkerErrors(errors)
 
-    return _best(run, repeats)
+    return best_seconds(run, repeats)
 
 
 def main() -> int:
@@ -159,8 +148,8 @@ def main() -> int:
         first = solve()
         compile_s = first.compile_seconds
         _COMPILES.clear()
-        ours_solver = _best(solve, args.repeats)
-        ours_tool = _best(whole_run, args.repeats)
+        ours_solver = best_seconds(solve, args.repeats)
+        ours_tool = best_seconds(whole_run, args.repeats)
         if _COMPILES:
             raise SystemExit(f"benchmarks/ik.py: {len(_COMPILES)} compilations in the timed runs")
         result = solve()

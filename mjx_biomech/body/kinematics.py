@@ -187,15 +187,15 @@ class KinematicTree:
         several bodies has one twist per body, summed over the sites each one moves.
         """
         kin, _, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets, sites)
-        _, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
-        mask = self._moves[self.site_body[site_ids]][:, np.argmax(entries, axis=1)]  # (S, K)
+        groups = self._twist_groups(pairs, dqpos.shape[1])
+        mask = self._moves[self.site_body[site_ids]][:, np.argmax(groups.entries, axis=1)]  # (S, K)
         p = kin.site_xpos
         jac = jnp.stack([omega[None, :, 1] * p[:, 2:3] - omega[None, :, 2] * p[:, 1:2],
                          omega[None, :, 2] * p[:, 0:1] - omega[None, :, 0] * p[:, 2:3],
                          omega[None, :, 0] * p[:, 1:2] - omega[None, :, 1] * p[:, 0:1]], axis=1)
         jac = (jac + origin.T[None]) * mask[:, None, :]  # (S, 3, K)
-        out = jac[:, :, first]
-        for c, k in extra:
+        out = jac[:, :, groups.first]
+        for c, k in groups.extra:
             out = out.at[:, :, c].add(jac[:, :, k])
         return kin, out
 
@@ -213,8 +213,8 @@ class KinematicTree:
         kin, record = self._walk(qpos, scaled["body_pos"], scaled["jnt_pos"], scaled["site_pos"], site_ids)
         motion = record.motion(self.bodies, self.model.nq, kin.xpos.dtype)
         velocity = motion.t - jnp.cross(motion.omega, motion.x)  # (nq, 3)
-        coordinate, entries, _, _ = self._twist_groups(pairs, dqpos.shape[1])
-        weights = dqpos.T[coordinate] * entries  # (K, nq)
+        groups = self._twist_groups(pairs, dqpos.shape[1])
+        weights = dqpos.T[groups.coordinate] * groups.entries  # (K, nq)
         return kin, motion, weights @ motion.omega, weights @ velocity, site_ids
 
     def normal_equations(
@@ -240,7 +240,7 @@ class KinematicTree:
         if not self.hinges_and_slides:
             raise ValueError("normal_equations: only trees of hinges and slides have them in closed form")
         kin, motion, omega, origin, site_ids = self._twists(qpos, dqpos, pairs, body_scale, site_offsets, sites)
-        coordinate, entries, first, extra = self._twist_groups(pairs, dqpos.shape[1])
+        groups = self._twist_groups(pairs, dqpos.shape[1])
         p = kin.site_xpos
         w = site_weights
         rho = w[:, None] * (p - targets)
@@ -251,7 +251,7 @@ class KinematicTree:
         moments = inside.T @ table  # (nbody, 25) over the sites below each body
         W, P, Q = moments[:, 0], moments[:, 1:4], moments[:, 4:13].reshape(-1, 3, 3)
         R, A = moments[:, 13:16], moments[:, 16:25].reshape(-1, 3, 3)
-        body = self._qpos_body[np.argmax(entries, axis=1)]  # (K,) each group's body
+        body = groups.body
         # For group k at or above group l the sites both move are those below l's body, β, and
         # (JᵀJ)_kl = Ω_k·(tr Q_β Ω_l − Q_β Ω_l + P_β × V_l) + V_k·(Ω_l × P_β + W_β V_l).
         Qb, Pb = Q[body], P[body]
@@ -260,14 +260,8 @@ class KinematicTree:
         M = jnp.concatenate([omega, origin], axis=1) @ jnp.concatenate([a, b], axis=1).T  # (K, K)
         above, beside = self._group_order(body)
         JtJ = jnp.where(above, M, 0.0) + jnp.where(beside, M.T, 0.0)
-        X = jnp.stack([A[:, 1, 2] - A[:, 2, 1], A[:, 2, 0] - A[:, 0, 2], A[:, 0, 1] - A[:, 1, 0]], axis=1)
-        g = jnp.sum(omega * X[body], axis=1) + jnp.sum(origin * R[body], axis=1)
-        if extra:
-            E = np.zeros((len(coordinate), dqpos.shape[1]))
-            E[np.arange(len(coordinate)), coordinate] = 1.0
-            g, JtJ = g @ E, E.T @ JtJ @ E
-        else:
-            g, JtJ = g[first], JtJ[first][:, first]
+        g = jnp.sum(omega * _cross_moment(A)[body], axis=1) + jnp.sum(origin * R[body], axis=1)
+        g, JtJ = groups.to_coordinates(g), groups.to_coordinates(JtJ, matrix=True)
         qbody = self._qpos_body
         g_q, H_q = self._curvature(motion, R[qbody], A[qbody])
         return kin, g, JtJ, g_q, H_q, (omega, origin)
@@ -278,19 +272,13 @@ class KinematicTree:
         targets: ``g_k = Ω_k·Σ p × ρ + V_k·Σ ρ`` over the sites below group ``k``'s body, with
         ``ρ_s = w_s (p_s − t_s)``. No walk: a new frame's data at the last frame's solution."""
         omega, origin = twists
-        coordinate, entries, first, extra = self._twist_groups(pairs, num_coordinates)
+        groups = self._twist_groups(pairs, num_coordinates)
         site_ids = np.asarray(sites, dtype=int)
         rho = site_weights[:, None] * (p - targets)
-        body = self._qpos_body[np.argmax(entries, axis=1)]
-        inside = jnp.asarray(self._below[self.site_body[site_ids]][:, body], p.dtype)  # (S, K)
+        inside = jnp.asarray(self._below[self.site_body[site_ids]][:, groups.body], p.dtype)  # (S, K)
         R = inside.T @ rho
         X = inside.T @ jnp.cross(p, rho)
-        g = jnp.sum(omega * X, axis=1) + jnp.sum(origin * R, axis=1)
-        if extra:
-            E = np.zeros((len(coordinate), num_coordinates))
-            E[np.arange(len(coordinate)), coordinate] = 1.0
-            return g @ E
-        return g[first]
+        return groups.to_coordinates(jnp.sum(omega * X, axis=1) + jnp.sum(origin * R, axis=1))
 
     def _group_order(self, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(K, K) bool for groups on bodies ``body`` (K,): ``above[k, l]``, l's body is k's or
@@ -314,7 +302,7 @@ class KinematicTree:
         ``J_sb = ω_b × (p_s − x_b) + t_b`` needs only ``R_b`` and ``A_b``.
         """
         w, x, t = motion.omega, motion.x, motion.t
-        cross = jnp.stack([A[:, 1, 2] - A[:, 2, 1], A[:, 2, 0] - A[:, 0, 2], A[:, 0, 1] - A[:, 1, 0]], axis=1)
+        cross = _cross_moment(A)
         g = jnp.sum(w * (cross - jnp.cross(x, R)), axis=1) + jnp.sum(t * R, axis=1)
         dot = jnp.trace(A, axis1=1, axis2=2) - jnp.sum(x * R, axis=1)
         Y = (jnp.einsum("bij,bj->bi", A, w) - x * jnp.sum(R * w, axis=1, keepdims=True)
@@ -322,10 +310,8 @@ class KinematicTree:
         upper = jnp.asarray(self._above, R.dtype) * (w @ Y.T)  # H_ab for a at or above b
         return g, upper + upper.T - jnp.diag(jnp.diagonal(upper))
 
-    def _twist_groups(self, pairs, num_coordinates: int):
-        """For :meth:`coordinate_jacobian`: the pairs grouped by coordinate and body, K groups:
-        each group's coordinate (K,), its qpos entries (K, nq) 0/1, each coordinate's first group
-        (C,) and the (coordinate, group) of the others."""
+    def _twist_groups(self, pairs, num_coordinates: int) -> _TwistGroups:
+        """The (qpos entry, coordinate) pairs grouped by coordinate and body (:class:`_TwistGroups`)."""
         adr, col = (np.asarray(a, dtype=int) for a in pairs)
         key = (adr.tobytes(), col.tobytes(), num_coordinates)
         cached = self._groups.get(key)
@@ -338,7 +324,8 @@ class KinematicTree:
             coordinate = np.array([c for c, _ in groups], dtype=int)
             first = np.array([int(np.flatnonzero(coordinate == c)[0]) for c in range(num_coordinates)], dtype=int)
             extra = [(int(c), k) for k, c in enumerate(coordinate) if k != first[c]]
-            cached = self._groups[key] = (coordinate, entries, first, extra)
+            body = self._qpos_body[np.argmax(entries, axis=1)]
+            cached = self._groups[key] = _TwistGroups(coordinate, entries, first, extra, body, num_coordinates)
         return cached
 
     def _scaled(self, body_scale, site_offsets) -> dict:
@@ -440,6 +427,32 @@ class KinematicTree:
         return Kinematics(xpos=dxpos, xmat=dxmat, site_xpos=dsite)
 
 
+class _TwistGroups(NamedTuple):
+    """A coordinate's qpos entries on one body make one twist group; K groups: each group's
+    ``coordinate`` (K,), its qpos ``entries`` (K, nq) 0/1 and ``body`` (K,), each coordinate's
+    ``first`` group (C,), the (coordinate, group) of the ``extra`` ones."""
+
+    coordinate: np.ndarray
+    entries: np.ndarray
+    first: np.ndarray
+    extra: list
+    body: np.ndarray
+    num_coordinates: int
+
+    def to_coordinates(self, a: Array, matrix: bool = False) -> Array:
+        """Per-group values (K,), or a (K, K) matrix, summed into the coordinates (C,), (C, C)."""
+        if self.extra:
+            E = np.zeros((len(self.coordinate), self.num_coordinates))
+            E[np.arange(len(self.coordinate)), self.coordinate] = 1.0
+            return E.T @ a @ E if matrix else a @ E
+        return a[self.first][:, self.first] if matrix else a[self.first]
+
+
+def _cross_moment(A: Array) -> Array:
+    """(..., 3) ``Σ p × ρ`` from moments ``A = Σ p ρᵀ`` (..., 3, 3): the vector of ``Aᵀ − A``."""
+    return _vee(jnp.swapaxes(A, -1, -2) - A)
+
+
 class _JointRecord(NamedTuple):
     """One joint in the walk: its world axes (one per qpos entry: a hinge's or slide's axis, the
     rotation rates of a ball's or free joint's quaternion entries), world anchor, and the body
@@ -484,5 +497,5 @@ _QPOS_SIZE = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL
 
 
 def _vee(skew: Array) -> Array:
-    """(3,) the vector ``v`` of a skew-symmetric matrix, ``skew @ u = v × u``."""
-    return jnp.stack([skew[2, 1], skew[0, 2], skew[1, 0]])
+    """(..., 3) the vector ``v`` of skew-symmetric matrices (..., 3, 3), ``skew @ u = v × u``."""
+    return jnp.stack([skew[..., 2, 1], skew[..., 0, 2], skew[..., 1, 0]], axis=-1)

@@ -156,8 +156,6 @@ class MarkerIK:
                     return lambda q: frame_newton(model, self.site_ids, q, params, frame, weights)
                 return lambda q: frame_linearisation(model, self.site_ids, q, params, frame, weights)
 
-            size = 0 if newton else 3 * len(self.site_ids) + model.num_coordinates
-
             def one(carry, data):
                 frame, is_first, limit = data
                 x, v, S, prev = carry
@@ -180,7 +178,7 @@ class MarkerIK:
                     use = ~is_first & seen & inside & jnp.all(jnp.isfinite(predicted))
                     start = jnp.where(use, predicted, start)
                 state, converged = solve_frame(linearise(frame), start, S, weights.moving, weights.lower, weights.upper,
-                                               accuracy, limit, size, newton_start=use)
+                                               accuracy, limit, newton_start=use)
                 # A frame without any tracked marker stays where it started, and the next starts there:
                 # a long gap must not carry the pose away.
                 v = jnp.where(is_first | ~seen, 0.0, state.x - x)

@@ -115,10 +115,9 @@ def frame_newton(
     kin, g, JtJ, S, twists = model.marker_normal_equations(coords, params, site_ids, scale**2, targets, with_twists=True)
     r = residuals_from_points(kin.site_xpos, coords, frame, weights)
     moving = jnp.asarray(weights.moving, g.dtype)
-    task = weights.coordinates * moving
     both = moving[:, None] * moving[None, :]
-    return Newton(jnp.sum(r * r), (g + task * (coords - frame.coordinate_targets)) * moving,
-                  JtJ * both + jnp.diag(task), S * both, (kin.site_xpos, twists))
+    return Newton(jnp.sum(r * r), _with_tasks(g, coords, frame, weights), JtJ * both + jnp.diag(weights.coordinates * moving),
+                  S * both, (kin.site_xpos, twists))
 
 
 def frame_gradient_at(model, site_ids: np.ndarray, point, q: jax.Array, frame: Frame, weights: Weights) -> jax.Array:
@@ -128,7 +127,11 @@ def frame_gradient_at(model, site_ids: np.ndarray, point, q: jax.Array, frame: F
     coords = jnp.where(weights.moving, q, frame.base)
     targets, scale = _observed_scale(frame, weights)
     site_xpos, twists = point
-    g = model.marker_gradient_at(twists, site_xpos, site_ids, scale**2, targets)
+    return _with_tasks(model.marker_gradient_at(twists, site_xpos, site_ids, scale**2, targets), coords, frame, weights)
+
+
+def _with_tasks(g, coords, frame: Frame, weights: Weights) -> jax.Array:
+    """The markers' gradient ``g`` (C,) plus the coordinate tasks', zero where nothing moves."""
     moving = jnp.asarray(weights.moving, g.dtype)
     return (g + weights.coordinates * moving * (coords - frame.coordinate_targets)) * moving
 

@@ -133,14 +133,14 @@ def _converged(state: FrameState, accuracy, lower, upper) -> jax.Array:
 
 
 def solve_frame(
-    linearise: Callable, x, S, moving, lower, upper, accuracy, max_iterations, size: int, newton_start=False
+    linearise: Callable, x, S, moving, lower, upper, accuracy, max_iterations, newton_start=False
 ) -> tuple[FrameState, jax.Array]:
     """Minimise ``|r(x)|²`` over ``x`` (n,) in the box ``[lower, upper]`` (±inf where unbounded),
     moving only the ``moving`` (n,) bool variables, from ``x`` with second-order estimate ``S`` (n, n).
 
-    ``linearise(x) -> (r (size,), J (size, n))``, or a :class:`Newton` with the second-order
-    part ``S = Σ r ∇²r`` itself, which then replaces the secant estimate (``size`` 0: neither
-    ``r`` nor ``J`` is kept): Newton's model, whose convergence is quadratic, not the secant's
+    ``linearise(x) -> (r (m,), J (m, n))``, or a :class:`Newton` with the second-order
+    part ``S = Σ r ∇²r`` itself, which then replaces the secant estimate (neither ``r`` nor
+    ``J`` is then kept): Newton's model, whose convergence is quadratic, not the secant's
     superlinear. Stops when the proposed step moves no
     variable by more than ``accuracy``, or the steps contract fast enough that taking it leaves
     every variable within ``accuracy`` of the solution (:func:`_converged`; that step is then
@@ -184,7 +184,9 @@ def solve_frame(
     # The first pass evaluates x itself (a zero step against an infinite cost): one linearisation
     # in the compiled program instead of two.
     evaluated = jax.eval_shape(linearise, x)
-    point = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), evaluated.point) if isinstance(evaluated, Newton) else None
+    newton = isinstance(evaluated, Newton)
+    point = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), evaluated.point) if newton else None
+    size = 0 if newton else evaluated[0].shape[0]
     state = FrameState(x, jnp.zeros(size, x.dtype), jnp.asarray(jnp.inf, x.dtype), jnp.zeros((size, n), x.dtype),
                        jnp.zeros_like(x), jnp.zeros_like(S), S, jnp.asarray(1e-6, x.dtype), jnp.zeros_like(x),
                        jnp.asarray(0), jnp.asarray(False), jnp.zeros((), x.dtype), jnp.eye(n, dtype=x.dtype),

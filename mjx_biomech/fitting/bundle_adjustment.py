@@ -142,7 +142,17 @@ def normal_equations(u, p, frames, args) -> NormalEquations:
             B.append(jnp.einsum("ack,ckq->aq", jnp.einsum("jxa,cjxk->ack", X_u, Z), G))
         return blocks, (A, jnp.concatenate(B, -1), gq)
 
-    per, (A, B, gq) = jax.lax.map(frame, (u, frames), batch_size=32)
+    # Whole batches only: lax.map traces (and compiles) its body once more for a remainder, so the
+    # frames are padded to a multiple of the batch with copies of the last one that see nothing.
+    F, batch = u.shape[0], 32
+    pad = (-F) % batch if F > batch else 0
+    if pad:
+        t, kp, conf, w = frames
+        u, t, kp = (jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) for x in (u, t, kp))
+        conf, w = (jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) for x in (conf, w))
+        frames = (t, kp, conf, w)
+    per, (A, B, gq) = jax.lax.map(frame, (u, frames), batch_size=batch)
+    A, B, gq = A[:F], B[:F], gq[:F]
     sums = jax.tree_util.tree_map(lambda x: jnp.sum(x, 0), per)
     n_o = 3 * J
     oo = jnp.zeros((J, 3, J, 3), dtype).at[jnp.arange(J), :, jnp.arange(J), :].set(sums["oo"]).reshape(n_o, n_o)

@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 from jax import Array
 
-from mjx_biomech.body.rotations import axis_angle_to_mat, quat_to_mat
+from mjx_biomech.body.rotations import quat_to_mat
 from mjx_biomech.body.scaling import joint_frame_children, scaled_positions
 
 
@@ -111,6 +111,13 @@ class KinematicTree:
         self.site_body = np.array(m.site_bodyid, dtype=int)
         self.model = m
         self._frame_children = joint_frame_children(m)  # read once: the rule needs it at every walk
+        hinges = [j for b in bodies for j in b.joints if j.kind == mujoco.mjtJoint.mjJNT_HINGE]
+        self._hinge_index = {j.index: k for k, j in enumerate(hinges)}
+        self._hinge_adr = np.array([j.qposadr for j in hinges], dtype=int)
+        self._hinge_qpos0 = np.array([j.qpos0 for j in hinges])
+        K = np.array([[[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]] for a in (j.axis for j in hinges)]).reshape(-1, 3, 3)
+        KK = K @ K
+        self._hinge_terms = (np.eye(3) + KK, -KK, K)  # R = (I + K²) − cos θ K² + sin θ K
         self._groups: dict = {}  # coordinate_jacobian's twist groups, per (qpos entry, coordinate) pairs
         # moves[b, a]: qpos entry a belongs to a joint of body b or of one of its ancestors.
         moves = np.zeros((m.nbody, m.nq), dtype=bool)
@@ -332,6 +339,23 @@ class KinematicTree:
         return scaled_positions(self.model, body_scale, site_offsets, jnp, names=("body_pos", "jnt_pos", "site_pos"),
                                 frame_children=self._frame_children)
 
+    def _hinge_rotations(self, qpos) -> Array | None:
+        """(H, 3, 3) every hinge's rotation, at once: ``R = I + sin θ K + (1 − cos θ) K²`` with each
+        axis' constant ``K``, written as three constant matrices weighted by 1, cos θ and sin θ
+        (one short program for all hinges instead of one small one per hinge)."""
+        if not len(self._hinge_adr):
+            return None
+        dtype = qpos.dtype
+        # The hinges' qpos entries by slices of consecutive runs (a gather is slow on XLA:CPU).
+        adr = self._hinge_adr
+        cuts = np.flatnonzero(np.diff(adr) != 1) + 1
+        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(adr, cuts)]
+        q = jnp.concatenate([qpos[a:b] for a, b in runs]) if len(runs) > 1 else qpos[runs[0][0]:runs[0][1]]
+        angle = q - jnp.asarray(self._hinge_qpos0, dtype)
+        c, s = jnp.cos(angle)[:, None, None], jnp.sin(angle)[:, None, None]
+        one, cos, sin = (jnp.asarray(x, dtype) for x in self._hinge_terms)
+        return one + c * cos + s * sin
+
     def _walk(self, qpos, body_pos, jnt_pos, site_pos, site_ids: np.ndarray) -> tuple[Kinematics, _Record]:
         """The poses, and what the derivatives need: each joint's world axes (rotation rates per
         qpos entry) and anchor, the frame before and after it, and each body's parent frame."""
@@ -339,6 +363,7 @@ class KinematicTree:
         xpos = [jnp.zeros(3, dtype)] * self.nbody
         xmat = [jnp.eye(3, dtype=dtype)] * self.nbody
         record = _Record()
+        rotations = self._hinge_rotations(qpos)
         for body in self.bodies:
             pmat, ppos = xmat[body.parent], xpos[body.parent]
             record.parent_mat[body.index] = pmat
@@ -360,7 +385,7 @@ class KinematicTree:
                     record.joints[jnt.index] = _JointRecord(axes=[axis])
                 else:
                     if jnt.kind == mujoco.mjtJoint.mjJNT_HINGE:
-                        rot = axis_angle_to_mat(jnt.axis, q - jnt.qpos0)
+                        rot = rotations[self._hinge_index[jnt.index]]
                         axes = [mat @ jnt.axis]
                     else:
                         quat = qpos[a : a + 4]

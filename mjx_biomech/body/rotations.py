@@ -38,24 +38,6 @@ def quat_to_mat(q) -> Array:
     )
 
 
-def axis_angle_to_mat(axis: np.ndarray, angle) -> Array:
-    c, s = jnp.cos(angle), jnp.sin(angle)
-    principal = np.flatnonzero(np.abs(axis) > 1 - 1e-12)
-    if principal.size == 1:
-        # Rotation about a body axis: write the matrix directly (a much smaller program to compile).
-        k = int(principal[0])
-        s = s * np.sign(axis[k])
-        i, j = (k + 1) % 3, (k + 2) % 3
-        one, zero = jnp.ones_like(c), jnp.zeros_like(c)
-        rows = [[None] * 3 for _ in range(3)]
-        rows[k][k], rows[k][i], rows[k][j] = one, zero, zero
-        rows[i][k], rows[j][k] = zero, zero
-        rows[i][i], rows[i][j], rows[j][i], rows[j][j] = c, -s, s, c
-        return jnp.stack([jnp.stack(r) for r in rows])
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + s * k + (1 - c) * (k @ k)
-
-
 def quats_to_mats_np(quats) -> np.ndarray:
     """(N, 3, 3) rotation matrices of (N, 4) quaternions, by MuJoCo's own conversion."""
     quats = np.asarray(quats, float).reshape(-1, 4)

@@ -135,6 +135,42 @@ def _simm_spline(x, y, xp):
     return f
 
 
+class SplineBank:
+    """Several OpenSim splines (``simm_spline``/``natural_cubic_spline`` dicts) evaluated at once:
+    ``bank(t)`` (M,) gives ``f_m(t_m)`` for every spline m, each exactly as :func:`build`'s, in one
+    short program (the knots padded to a common length; each interval's coefficients picked by a
+    0/1 mask, not a gather) instead of one per spline."""
+
+    def __init__(self, fns):
+        coefficients = [simm_spline_coefficients(fn.get("x"), fn.get("y")) for fn in fns]
+        n = max(len(c[0]) for c in coefficients)
+        # Inner knots padded with +inf (never at or below t); the coefficients with 0 (finite,
+        # so the mask's zeros stay zeros).
+        self._inner = np.full((len(fns), max(n - 2, 0)), np.inf)
+        self._table = np.zeros((5, len(fns), n))  # x, y, b, c, d
+        for m, c in enumerate(coefficients):
+            self._inner[m, : len(c[0]) - 2] = c[0][1:-1]
+            self._table[:, m, : len(c[0])] = c
+        self._first = np.array([[c[0][0], c[1][0], c[2][0]] for c in coefficients]).T  # x, y, slope at the first knot
+        self._last = np.array([[c[0][-1], c[1][-1], c[2][-1]] for c in coefficients]).T  # and at the last
+
+    def __len__(self) -> int:
+        return self._table.shape[1]
+
+    def __call__(self, t):
+        t = jnp.asarray(t)
+        dtype = t.dtype
+        k = jnp.sum(t[:, None] >= jnp.asarray(self._inner, dtype), axis=-1)
+        pick = (k[:, None] == np.arange(self._table.shape[2])).astype(dtype)  # (M, n) one 1 per row
+        x, y, b, c, d = jnp.sum(pick * jnp.asarray(self._table, dtype), axis=-1)
+        dx = t - x
+        inside = y + dx * (b + dx * (c + dx * d))
+        (x0, y0, b0), (x1, y1, b1) = (jnp.asarray(a, dtype) for a in (self._first, self._last))
+        below = y0 + (t - x0) * b0
+        above = y1 + (t - x1) * b1
+        return jnp.where(t < x0, below, jnp.where(t > x1, above, inside))
+
+
 def build(fn: Mapping, xp=jnp) -> Function:
     """Return a JAX-traceable function ``f(x)``, elementwise, for the function dict ``fn``.
 

@@ -78,6 +78,7 @@ class BiomechModel:
     _scale_members: np.ndarray  # (B, 3, P) bool, see scale_tables
     _coord_ranges: np.ndarray  # (C, 2)
     _dep_fns: tuple[functions.Function, ...]
+    _dep_splines: functions.SplineBank | None  # the splines among _dep_fns, evaluated together
     _dep_parent: tuple[tuple[int, np.ndarray], ...]  # see dependent_parents
 
     @classmethod
@@ -121,6 +122,8 @@ class BiomechModel:
             _scale_members=scale_members,
             _coord_ranges=read_only(np.array([c.range for c in coordinates], dtype=float).reshape(-1, 2)),
             _dep_fns=tuple(functions.build(d.function) for d in dependents),
+            _dep_splines=functions.SplineBank(splines) if (splines := [
+                d.function for d in dependents if d.function.get("type") in ("simm_spline", "natural_cubic_spline")]) else None,
             _dep_parent=dependent_parents(m, dependents),
         )
 
@@ -274,14 +277,31 @@ class BiomechModel:
             else:
                 qpos = qpos.at[adr : adr + 4].set(rotvec_to_quat(values[np.array(idx)]))
         if self.dependents:
-            bscale = self.body_scales(params)
-            for d, fn, (parent, axis) in zip(self.dependents, self._dep_fns, self._dep_parent):
-                x = jnp.zeros((), dtype) if d.input is None else values[d.input] - d.input_offset
-                y = fn(x)
-                if d.motion == "translational":
-                    y = y * jnp.linalg.norm(bscale[parent] * axis)
-                qpos = qpos.at[d.qposadr].set(d.output_offset + y)
+            qpos = qpos.at[np.array([d.qposadr for d in self.dependents])].set(self._dependent_values(values, params, dtype))
         return qpos
+
+    def _dependent_values(self, values, params: BodyParams, dtype) -> Array:
+        """(D,) the dependent joints' qpos from their coordinates' ``values``: the splines among
+        their functions evaluated together (:class:`~mjx_biomech.body.functions.SplineBank`), the
+        others one by one, translations scaled with their parent body."""
+        deps = self.dependents
+        x = [jnp.zeros((), dtype) if d.input is None else values[d.input] - d.input_offset for d in deps]
+        y = [None] * len(deps)
+        splines = [i for i, d in enumerate(deps) if d.function.get("type") in ("simm_spline", "natural_cubic_spline")]
+        if splines:
+            for i, v in zip(splines, self._dep_splines(jnp.stack([x[i] for i in splines]))):
+                y[i] = v
+        for i, fn in enumerate(self._dep_fns):
+            if y[i] is None:
+                y[i] = fn(x[i])
+        y = jnp.stack(y)
+        translational = np.array([d.motion == "translational" for d in deps])
+        if translational.any():
+            parents = np.array([parent for parent, _ in self._dep_parent])
+            axes = np.array([axis for _, axis in self._dep_parent], float)
+            length = jnp.linalg.norm(self.body_scales(params)[parents] * jnp.asarray(axes, dtype), axis=-1)
+            y = jnp.where(translational, y * length, y)
+        return jnp.asarray([d.output_offset for d in deps], dtype) + y
 
     def forward(self, coords, params: BodyParams, sites=None) -> Kinematics:
         """Body poses and site positions (world frame, metres) for coordinates (C,)."""

@@ -8,10 +8,10 @@ origin, where :func:`ring_rig` points its cameras.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
-import mujoco
 import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.optimize import least_squares
@@ -213,6 +213,20 @@ def foot_geoms(model) -> tuple[np.ndarray, np.ndarray] | None:
     return feet if all(f.size for f in feet) else None
 
 
+@partial(jax.jit, static_argnums=0)
+def _lowest_points(model, poses, params, sphere_pos, sphere_radius):
+    """(N, 2) the lowest point (z, m) of each foot's contact spheres (:func:`foot_geoms`: right,
+    left) at coordinates ``poses`` (N, C) of the person ``params``, spheres at ``sphere_pos`` (G, 3)
+    in their bodies with radii (G,); (N, 1) the lowest site when the model has no such spheres."""
+    feet = foot_geoms(model)
+    if feet is None:
+        return jax.vmap(lambda c: jnp.min(model.markers(c, params)[:, 2], keepdims=True))(poses)
+    kin = jax.vmap(lambda c: model.forward(c, params, sites=np.zeros(0, int)))(poses)
+    bodies = model.mj_model.geom_bodyid[np.concatenate(feet)]
+    z = kin.xpos[:, bodies, 2] + jnp.einsum("ngj,gj->ng", kin.xmat[:, bodies, 2, :], sphere_pos) - sphere_radius
+    return jnp.stack([jnp.min(z[:, : len(feet[0])], axis=1), jnp.min(z[:, len(feet[0]):], axis=1)], axis=1)
+
+
 def in_stance(phase: np.ndarray) -> np.ndarray:
     """(T, 2) whether the right and the left foot are on the ground at gait ``phase`` (T,) (cycles)."""
     own = np.mod(np.stack([phase, phase + 0.5], axis=-1), 1.0)
@@ -226,8 +240,9 @@ def _ground_contact(model, variation: dict | None, params: BodyParams | None = N
     With foot contact spheres (:func:`foot_geoms`), the pelvis height, knees and ankles change by
     the least (smooth over the cycle) that puts each foot's lowest point on the floor while it is
     in stance (:func:`in_stance`) and keeps it above a clearance in swing (``_SWING_CLEARANCE_M``):
-    a least-squares problem over all N samples, solved on MuJoCo's C kinematics (of the person
-    ``params``, default unscaled). Without them only the pelvis height moves, keeping the lowest
+    a least-squares problem over all N samples, solved on the model's kinematics (one batched
+    program per evaluation; the person ``params``, default unscaled, with the spheres where the
+    statically scaled model puts them). Without them only the pelvis height moves, keeping the lowest
     site at its standing height.
     """
     names = model.coordinate_names
@@ -239,21 +254,13 @@ def _ground_contact(model, variation: dict | None, params: BodyParams | None = N
     lo, hi = model.coordinate_ranges.T
     m = model.mj_model if params is None else model.to_mujoco(params)
     params = model.default_params() if params is None else params
-    to_qpos = jax.jit(jax.vmap(lambda q: model.coords_to_qpos(q, params)))
-    data = mujoco.MjData(m)
     feet = foot_geoms(model)
+    ids = np.concatenate(feet) if feet is not None else np.zeros(0, int)
+    # The person's contact spheres as the statically scaled model places and sizes them.
+    spheres = (m.geom_pos[ids], m.geom_size[ids, 0])
 
     def lowest_points(p: np.ndarray) -> np.ndarray:
-        qpos = np.asarray(to_qpos(jnp.asarray(np.clip(p, lo, hi))))
-        out = np.empty((len(p), 2 if feet is not None else 1))
-        for i, q in enumerate(qpos):
-            data.qpos[:] = q
-            mujoco.mj_kinematics(m, data)
-            if feet is None:
-                out[i] = data.site_xpos[:, 2].min()
-            else:
-                out[i] = [np.min(data.geom_xpos[f, 2] - m.geom_size[f, 0]) for f in feet]
-        return out
+        return np.asarray(_lowest_points(model, jnp.asarray(np.clip(p, lo, hi)), params, *spheres), float)
 
     if feet is None:
         standing = lowest_points(neutral[None])[0, 0]
@@ -287,7 +294,9 @@ def _ground_contact(model, variation: dict | None, params: BodyParams | None = N
     x0 = np.zeros((n, k))
     x0[:, 0] = -np.where(stance, lowest_points(poses), np.inf).min(axis=1)
     scale = np.tile([0.01] + [0.05] * (k - 1), n)
-    fit = least_squares(residuals, x0.ravel(), jac_sparsity=sparsity, x_scale=scale, max_nfev=200)
+    # Differences over 1e-4 (rad or m, about 50 µm at the foot), not least_squares' default ~1e-8:
+    # the kinematics may run in float32, whose rounding (~1e-7 m) would swamp smaller steps.
+    fit = least_squares(residuals, x0.ravel(), jac_sparsity=sparsity, x_scale=scale, max_nfev=200, diff_step=1e-4)
     return cols, fit.x.reshape(n, k)
 
 

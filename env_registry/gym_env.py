@@ -67,7 +67,7 @@ class GaitImitationGymEnv(gym.Env):
         mujoco.mj_kinematics(m, d)
         foot = self.task.body.foot_geoms
         lowest = tracking.lowest_foot_point(d.geom_xpos[foot, 2], m.geom_size[foot, 0])
-        d.qpos[self.task.pelvis_ty_qpos] += max(-lowest, 0.0)
+        d.qpos[self.task.pelvis_ty_qpos] += max(tracking.RESET_CLEARANCE_M - lowest, 0.0)
         d.userdata[:] = (n, frame)
         mujoco.mj_forward(m, d)
         self._traj, self._frame = n, frame

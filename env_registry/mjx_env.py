@@ -19,7 +19,7 @@ the constants derived from them) are computed once per person and stacked; a ste
 of its trajectory's person (from ``userdata``), so every person runs in the one compiled step.
 
 Episodes start at a random trajectory and frame (joint angles and velocities perturbed by
-``reset_noise``, the body lifted so that no foot is below the floor) and end when the reference
+``reset_noise``, the body lifted so that every foot is at least 0.1 mm above the floor) and end when the reference
 runs out of frames, the reward turns negative, the pelvis falls below ``fall_fraction`` of the
 reference pelvis height, or the state becomes unstable (not finite, or a generalised velocity
 above ``max_speed``).
@@ -108,7 +108,7 @@ class GaitImitationEnv(Env):
         data = mjx.kinematics(sys, data)
         lowest = tracking.lowest_foot_point(data.geom_xpos[body.foot_geoms, 2], sys.geom_size[body.foot_geoms, 0])
         data = data.replace(
-            qpos=data.qpos.at[self.task.pelvis_ty_qpos].add(jnp.maximum(-lowest, 0.0)),
+            qpos=data.qpos.at[self.task.pelvis_ty_qpos].add(jnp.maximum(tracking.RESET_CLEARANCE_M - lowest, 0.0)),
             userdata=jnp.stack([n, frame]).astype(data.userdata.dtype),
         )
         data = self._kinematics(sys, data)

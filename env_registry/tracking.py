@@ -258,6 +258,12 @@ def bounded(obs):
     return xp.clip(xp.nan_to_num(obs), -OBSERVATION_BOUND, OBSERVATION_BOUND)
 
 
+# An episode starts with every foot at least this far above the floor (m): at exactly zero
+# distance, whether a contact is active hinges on rounding, and MJX and MuJoCo C may decide it
+# differently (a reference whose stance foot is on the floor would start there).
+RESET_CLEARANCE_M = 1e-4
+
+
 def lowest_foot_point(geom_z, geom_radius):
     """Height (m) of the lowest point of the foot contact spheres (centres (G,) m, radii (G,) m)."""
     xp = _xp(geom_z)

@@ -31,6 +31,10 @@ from mjx_biomech.errors import InputError
 Function = Callable[[Any], Any]
 
 
+# The function types that are OpenSim's splines (one evaluation, see the module docstring).
+SPLINE_TYPES = ("simm_spline", "natural_cubic_spline")
+
+
 class UnsupportedFunctionError(InputError):
     """A function dict whose type this module does not evaluate."""
 
@@ -213,7 +217,7 @@ def build(fn: Mapping, xp=jnp) -> Function:
         return poly
     if kind == "piecewise_linear":
         return _piecewise_linear(field("x"), field("y"), xp)
-    if kind in ("simm_spline", "natural_cubic_spline"):
+    if kind in SPLINE_TYPES:
         return _simm_spline(field("x"), field("y"), xp)
     if kind == "multiplier":
         k = number("scale")

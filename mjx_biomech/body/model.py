@@ -123,7 +123,7 @@ class BiomechModel:
             _coord_ranges=read_only(np.array([c.range for c in coordinates], dtype=float).reshape(-1, 2)),
             _dep_fns=tuple(functions.build(d.function) for d in dependents),
             _dep_splines=functions.SplineBank(splines) if (splines := [
-                d.function for d in dependents if d.function.get("type") in ("simm_spline", "natural_cubic_spline")]) else None,
+                d.function for d in dependents if d.function.get("type") in functions.SPLINE_TYPES]) else None,
             _dep_parent=dependent_parents(m, dependents),
         )
 
@@ -287,7 +287,7 @@ class BiomechModel:
         deps = self.dependents
         x = [jnp.zeros((), dtype) if d.input is None else values[d.input] - d.input_offset for d in deps]
         y = [None] * len(deps)
-        splines = [i for i, d in enumerate(deps) if d.function.get("type") in ("simm_spline", "natural_cubic_spline")]
+        splines = [i for i, d in enumerate(deps) if d.function.get("type") in functions.SPLINE_TYPES]
         if splines:
             for i, v in zip(splines, self._dep_splines(jnp.stack([x[i] for i in splines]))):
                 y[i] = v

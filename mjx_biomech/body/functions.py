@@ -158,9 +158,6 @@ class SplineBank:
         self._first = np.array([[c[0][0], c[1][0], c[2][0]] for c in coefficients]).T  # x, y, slope at the first knot
         self._last = np.array([[c[0][-1], c[1][-1], c[2][-1]] for c in coefficients]).T  # and at the last
 
-    def __len__(self) -> int:
-        return self._table.shape[1]
-
     def __call__(self, t):
         t = jnp.asarray(t)
         dtype = t.dtype

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import mjx_biomech as mb
+from mjx_biomech import program_cache
 from mjx_biomech.cli import main
 
 
@@ -170,6 +171,7 @@ def test_compilation_cache_is_on_by_default_and_configurable(monkeypatch, tmp_pa
     monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
     cli.enable_compilation_cache(tmp_path / "chosen")
     assert ("jax_compilation_cache_dir", str(tmp_path / "chosen")) in updates
+    assert program_cache.folder() == tmp_path / "chosen" / "programs"  # the traced programs beside
     assert ("jax_persistent_cache_min_compile_time_secs", 0.0) in updates and quieted
     updates.clear()
     from jax._src import config as jax_config
@@ -177,9 +179,10 @@ def test_compilation_cache_is_on_by_default_and_configurable(monkeypatch, tmp_pa
     with jax_config.compilation_cache_dir(str(tmp_path / "users")):  # as JAX_COMPILATION_CACHE_DIR sets it
         cli.enable_compilation_cache()
     assert updates and not any(name == "jax_compilation_cache_dir" for name, _ in updates)
+    assert program_cache.folder() == tmp_path / "users" / "programs"
     updates.clear()
     cli.enable_compilation_cache(enabled=False)
-    assert updates == [("jax_enable_compilation_cache", False)]
+    assert updates == [("jax_enable_compilation_cache", False)] and program_cache.folder() is None
 
     # Every compiling subcommand takes the flags and its help says the default and the folder.
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdgcache")  # no hyphen where argparse might wrap the line

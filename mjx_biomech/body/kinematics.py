@@ -151,6 +151,15 @@ class KinematicTree:
             adr = m.jnt_qposadr[j]
             self._qpos_body[adr : adr + _QPOS_SIZE[int(m.jnt_type[j])]] = m.jnt_bodyid[j]
 
+    def __getstate__(self) -> dict:
+        # The twist-group cache fills as programs are traced; a pickled tree (and the program
+        # cache's key, mjx_biomech.program_cache) holds the tree only.
+        return {k: v for k, v in self.__dict__.items() if k != "_groups"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._groups = {}
+
     def forward(self, qpos: Array, body_scale: Array, site_offsets: Array | None = None, sites=None) -> Kinematics:
         """Walk the tree.
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from mjx_biomech.capture.cameras import Camera, CameraRig
 from mjx_biomech.errors import InputError
+from mjx_biomech.program_cache import cached_jit
 
 # Points nearer than this depth (m) are divided by 1 instead of by z, so that masking them
 # afterwards (see ``points_camera``) leaves finite values and gradients.
@@ -65,7 +66,7 @@ def _to_pixels(rig: CameraRig, xy: jax.Array) -> jax.Array:
     return xy * _per_camera(f, nd) + _per_camera(c, nd)
 
 
-@eqx.filter_jit
+@cached_jit
 def project(cams: Camera | CameraRig, points_world, return_depth: bool = False):
     """Pixels (C, ..., 2) of world points (..., 3) (m) in every camera (OpenCV model).
 
@@ -83,7 +84,7 @@ def project(cams: Camera | CameraRig, points_world, return_depth: bool = False):
     return (uv, z) if return_depth else uv
 
 
-@eqx.filter_jit
+@cached_jit
 def undistort_points(cams: Camera | CameraRig, pixels, iterations: int = 10) -> jax.Array:
     """Normalized image coordinates ``(X/Z, Y/Z)`` (C, ..., 2) of observed pixels (C, ..., 2).
 
@@ -160,7 +161,7 @@ def _flatten_views(rig: CameraRig, keypoints, confidence):
     return kp, w.reshape(len(rig), -1), batch
 
 
-@eqx.filter_jit
+@cached_jit
 def triangulate(rig: CameraRig, keypoints, confidence=None) -> jax.Array:
     """World points (..., 3) (m) from pixels (C, ..., 2) by confidence-weighted linear DLT.
 
@@ -172,7 +173,7 @@ def triangulate(rig: CameraRig, keypoints, confidence=None) -> jax.Array:
     return _dlt(rig, xy, w).reshape(batch + (3,))
 
 
-@eqx.filter_jit
+@cached_jit
 def triangulate_robust(rig: CameraRig, keypoints, confidence=None, threshold_px: float = 15.0):
     """Triangulation that tolerates one outlying view per point.
 

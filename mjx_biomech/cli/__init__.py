@@ -105,11 +105,20 @@ def enable_compilation_cache(folder: str | os.PathLike | None = None, enabled: b
     JAX's cache off. The process's first compilation fixes the folder: call this before it."""
     import jax
 
+    from mjx_biomech import program_cache
+
     if not enabled:
         jax.config.update("jax_enable_compilation_cache", False)
+        program_cache.enable(None)
         return
     if folder is not None or jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(folder or default_cache_dir()))
+        folder = folder or default_cache_dir()
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+    else:
+        folder = jax.config.jax_compilation_cache_dir
+    # Beside the compiled programs, the traced ones (mjx_biomech.program_cache), so that a second
+    # run skips tracing its largest programs too.
+    program_cache.enable(Path(folder) / "programs")
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     _quiet_cpu_cache_loads()

@@ -24,6 +24,7 @@ from mjx_biomech.body.params import BodyParams
 from mjx_biomech.capture.cameras import CameraRig
 from mjx_biomech.fitting import anthropometry, losses, trajectories
 from mjx_biomech.fitting.variables import FitSetup, FitVariables, TrialArrays
+from mjx_biomech.program_cache import cached_jit
 
 # The smoothness term's finite-difference step (s).
 _SMOOTH_STEP_S = 1.0 / 120.0
@@ -82,7 +83,7 @@ def residual_vector(v: FitVariables, args) -> jax.Array:
     return jnp.concatenate(parts + prior_residuals(setup, v))
 
 
-@eqx.filter_jit
+@cached_jit
 def objective(v: FitVariables, setup: FitSetup, rig: CameraRig, trials, ba_on) -> jax.Array:
     """The objective on every frame: half the squared norm of :func:`residual_vector`."""
     return 0.5 * jnp.sum(residual_vector(v, (setup, rig, trials, ba_on)) ** 2)

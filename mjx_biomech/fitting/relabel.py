@@ -24,6 +24,7 @@ from mjx_biomech.capture.captures import Capture
 from mjx_biomech.capture.projection import project
 from mjx_biomech.fitting import losses, trajectories
 from mjx_biomech.fitting.variables import FitSetup, FitVariables, TrialArrays
+from mjx_biomech.program_cache import cached_jit
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Relabel:
     at_steps: frozenset
 
 
-@eqx.filter_jit
+@cached_jit
 def left_right_swaps(v: FitVariables, setup: FitSetup, rig: CameraRig, trials, ba_on, pairs, threshold_px: float) -> list:
     """Per trial, (C, T, K) bool: where the two detections of mirror pair k (``pairs`` (K, 2))
     fit the current model better exchanged, by more than ``threshold_px`` summed over the two
@@ -89,7 +90,7 @@ def exchanged_capture(capture: Capture, swap: np.ndarray, pairs: np.ndarray) -> 
     return dataclasses.replace(capture, keypoints=kp, confidence=conf)
 
 
-@eqx.filter_jit
+@cached_jit
 def view_errors(v: FitVariables, setup: FitSetup, rig: CameraRig, trials, ba_on) -> list:
     """Per trial, (C, T): the median reprojection error (px) of each camera's detections in each
     frame under the current model; NaN where a camera has none in a frame."""

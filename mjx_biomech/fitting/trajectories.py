@@ -26,6 +26,8 @@ import mujoco
 import numpy as np
 from jax import Array
 
+from mjx_biomech.program_cache import cached_jit
+
 # Bounded coordinates start at least this fraction of their range inside a bound, where the
 # sigmoid still has a useful slope.
 _MARGIN = 0.03
@@ -294,7 +296,7 @@ def fill_missing(times: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return out
 
 
-@eqx.filter_jit
+@cached_jit
 def markers_along(model, params, coords, marker_set: str | None) -> Array:
     """(T, J, 3) markers of ``marker_set`` at every row of ``coords`` (T, C); compiled once per
     model, marker set and shape (the model is a static argument, hashed by identity)."""

@@ -44,6 +44,7 @@ from mjx_biomech.fitting import anthropometry, losses, trajectories
 from mjx_biomech.fitting.bundle_adjustment import frame_points, frames_of, prior, shared_vector
 from mjx_biomech.fitting.solvers.schur_lm import NormalEquations, marginal_covariances, normal_equations
 from mjx_biomech.fitting.variables import OFFSET_UNIT_M, FitSetup, FitVariables, moved_rig
+from mjx_biomech.program_cache import cached_jit
 
 __all__ = ["effective_log_scales", "fit_uncertainty"]
 
@@ -82,7 +83,7 @@ def _irls_residual(u, p, frame, args):
     return jnp.sqrt(weight) * (factor[..., None] * d).ravel()
 
 
-@eqx.filter_jit
+@cached_jit
 def _linearise(u, p, frames, args):
     eq = normal_equations(_irls_residual, prior, u, p, frames, args)
 
@@ -97,7 +98,7 @@ def _linearise(u, p, frames, args):
     return eq, jnp.sum(observed), jnp.sum(squared_px), data_diag, eq.cost - 0.5 * jnp.sum(rp * rp)
 
 
-@eqx.filter_jit
+@cached_jit
 def _coordinate_slopes(traj, times):
     """(T, C) d coordinate / d raw value of ``traj`` at ``times``: each coordinate is a function of its
     own raw value only, so the map's derivative is its diagonal."""

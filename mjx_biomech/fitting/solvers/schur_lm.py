@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mjx_biomech.fitting.solvers import Progress
+from mjx_biomech.program_cache import cached_jit
 
 
 class NormalEquations(NamedTuple):
@@ -133,7 +134,7 @@ def covariance_of_shared(residual: Callable, prior: Callable, q, p, frames, args
     return shared_covariance(_assemble(residual, prior, q, p, frames, args, linearise))
 
 
-@eqx.filter_jit
+@cached_jit
 def shared_covariance(eq: NormalEquations) -> jax.Array:
     """(np, np) the covariance of the shared variables at an optimum, ``S⁻¹`` of the undamped
     Schur complement (the Laplace approximation when the objective is a negative log-likelihood
@@ -143,7 +144,7 @@ def shared_covariance(eq: NormalEquations) -> jax.Array:
     return jnp.linalg.inv(S)
 
 
-@eqx.filter_jit
+@cached_jit
 def marginal_covariances(eq: NormalEquations) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The blocks of the inverse normal matrix that standard errors need, in the structure of
     :func:`shared_covariance` (no dense inverse of the whole problem):
@@ -158,17 +159,17 @@ def marginal_covariances(eq: NormalEquations) -> tuple[jax.Array, jax.Array, jax
 
 
 # Compiled: run op by op, the objective would compile every primitive of the model apart.
-_objective = eqx.filter_jit(objective)
+_objective = cached_jit(objective)
 
 
-@eqx.filter_jit
+@cached_jit
 def _assemble(residual, prior, q, p, frames, args, linearise, assemble=None):
     if assemble is not None:
         return assemble(q, p, frames, args)
     return normal_equations(residual, prior, q, p, frames, args, linearise)
 
 
-@eqx.filter_jit
+@cached_jit
 def _try(residual, prior, eq, q, p, frames, args, lam):
     dq, dp = damped_step(eq, lam)
     q1, p1 = q + dq, p + dp

@@ -32,6 +32,7 @@ import numpy as np
 
 from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.schur_lm import damped_iterations, normal_equations, objective
+from mjx_biomech.program_cache import cached_jit
 
 # The lower band: block (k, k − d) for d = 0..3, and the (a, b) pairs of a frame's four control
 # points that land in it (a ≥ b: row i + a, column i + b).
@@ -190,15 +191,15 @@ def _objective(residual, prior, c, p, frames, basis, args):
     return objective(residual, prior, frame_values(c, basis), p, frames, args)
 
 
-_cost = eqx.filter_jit(_objective)
+_cost = cached_jit(_objective)
 
 
-@eqx.filter_jit
+@cached_jit
 def _assemble(residual, prior, c, p, frames, basis, args, linearise, assemble):
     return banded_equations(residual, prior, c, p, frames, basis, args, linearise, assemble)
 
 
-@eqx.filter_jit
+@cached_jit
 def _try(residual, prior, eq, c, p, frames, basis, args, lam, held):
     dc, dp = damped_step(eq, lam, held)
     c1, p1 = c + dc, p + dp

@@ -114,9 +114,11 @@ def _environment() -> tuple:
 
 
 class _KeyPickler(pickle.Pickler):
-    """Pickles a key. What does not pickle stands in by its content: a MuJoCo ``MjSpec`` (a model
-    keeps the spec it was compiled from) by its MJCF text, a read-only mapping by its items;
-    everything else pickles as usual, a compiled ``MjModel`` by its full binary content."""
+    """Pickles a key (never unpickled). What does not pickle stands in by its content: a MuJoCo
+    ``MjSpec`` (a model keeps the spec it was compiled from) by its MJCF text, a read-only mapping
+    by its items, a closure of this project's by its name and what it closed over; everything
+    else pickles as usual, a compiled ``MjModel`` by its full binary content. Functions and
+    classes from outside the keyed modules are refused."""
 
     def reducer_override(self, obj):
         if isinstance(obj, (types.FunctionType, type)):
@@ -125,7 +127,16 @@ class _KeyPickler(pickle.Pickler):
             root = (getattr(obj, "__module__", None) or "").split(".")[0]
             if root not in _KEYED_MODULES:
                 raise pickle.PicklingError(f"{obj.__qualname__} of module {root or '?'}, whose code the key does not cover")
+            if isinstance(obj, types.FunctionType) and root in _PACKAGES and ("<locals>" in obj.__qualname__ or obj.__closure__):
+                # One of this project's closures (a coordinate function built from an .osim): its
+                # code is in the source digest, what it closed over is pickled here.
+                cells = tuple(cell.cell_contents for cell in obj.__closure__ or ())
+                return tuple, ((obj.__module__, obj.__qualname__, cells, obj.__defaults__, obj.__kwdefaults__),)
             return NotImplemented
+        if isinstance(obj, types.ModuleType):  # numpy or jax.numpy closed over as ``xp``
+            if obj.__name__.split(".")[0] not in _KEYED_MODULES:
+                raise pickle.PicklingError(f"module {obj.__name__}, whose code the key does not cover")
+            return str, (f"module {obj.__name__}",)
         mujoco = sys.modules.get("mujoco")
         if mujoco is not None and isinstance(obj, mujoco.MjSpec):
             return str, (obj.to_xml(),)
@@ -151,8 +162,8 @@ def _prepare_linear_algebra() -> None:
     lowers a call to one; a program loaded from a file is never lowered that way, and running
     its LAPACK call without that set-up crashes the process (a segmentation fault, jaxlib 0.9.2).
     Lowering, not compiling, a small function that uses them does the set-up."""
-    a = jnp.eye(2)
-    jax.jit(lambda m: (jnp.linalg.cholesky(m), jnp.linalg.eig(m))).lower(a)
+    matrix = jax.ShapeDtypeStruct((2, 2), jnp.float32)  # a shape, not an array: nothing runs
+    jax.jit(lambda m: (jnp.linalg.cholesky(m), jnp.linalg.eig(m))).lower(matrix)
 
 
 class _Program:
@@ -166,10 +177,15 @@ class _Program:
         self.out_static = out_static
         self.compiled = None
 
-    def __call__(self, leaves):
-        if self.compiled is None:
-            self.compiled = jax.jit(self.exported.call).lower(*self.exported.in_avals).compile()
-        out = jax.tree_util.tree_unflatten(self.out_tree, self.compiled(*leaves))
+    def compile(self, compiler_options: dict | None = None):
+        return jax.jit(self.exported.call).lower(*self.exported.in_avals).compile(compiler_options=compiler_options)
+
+    def __call__(self, leaves, compiled=None):
+        if compiled is None:
+            if self.compiled is None:
+                self.compiled = self.compile()
+            compiled = self.compiled
+        out = jax.tree_util.tree_unflatten(self.out_tree, compiled(*leaves))
         return eqx.combine(out, self.out_static)
 
 
@@ -188,11 +204,11 @@ def _export(fun, static, dyn_tree, avals):
     return exported, holder[0], holder[1]
 
 
-def _program(fun, name: str, static_tree, static_leaves, dyn_tree, avals, static) -> _Program | str:
+def _program(fun, name: str, static_tree, static_leaves, dyn_tree, avals, static, closure=()) -> _Program | str:
     """The program for this key: loaded from the folder, else traced, exported and saved; or the
     reason it cannot be (a string)."""
     try:
-        key = _key_bytes((name, static_tree, static_leaves, dyn_tree, avals, _environment()))
+        key = _key_bytes((name, static_tree, static_leaves, dyn_tree, avals, closure, _environment()))
     except Exception as e:  # noqa: BLE001 - whatever pickle refuses (closures, lambdas, locks)
         return f"arguments do not pickle ({type(e).__name__}: {str(e)[:120]})"
     path = _folder / f"{name.rsplit('.', 1)[-1]}-{hashlib.sha256(key).hexdigest()[:40]}.jaxprog"
@@ -219,6 +235,39 @@ def _program(fun, name: str, static_tree, static_leaves, dyn_tree, avals, static
     return _Program(exported, out_tree, out_static)
 
 
+def _split(args: tuple, kwargs: dict):
+    """(array leaves, their structure, the static rest, its leaves and structure) as filter_jit splits."""
+    dynamic, static = eqx.partition((args, kwargs), eqx.is_array)
+    leaves, dyn_tree = jax.tree_util.tree_flatten(dynamic)
+    static_leaves, static_tree = jax.tree_util.tree_flatten(static)
+    return leaves, dyn_tree, static, static_leaves, static_tree
+
+
+def compile_closure(name: str, fun: Callable, args: tuple, closure: tuple,
+                    compiler_options: dict | None = None) -> Callable:
+    """``jax.jit(fun).lower(*args).compile(compiler_options=...)`` for a ``fun`` whose trace
+    also reads what it closes over: ``closure`` must hold all of that (a model, marker indices;
+    pickled into the key like a static argument), ``name`` names the function's code. While
+    :func:`enable` has a folder the trace is kept and reused as :func:`cached_jit` keeps it.
+    Returns a callable taking arguments of the structure and types of ``args``."""
+    def plain():
+        return jax.jit(fun).lower(*args).compile(compiler_options=compiler_options)
+
+    if _folder is None:
+        return plain()
+    leaves, dyn_tree, static, static_leaves, static_tree = _split(args, {})
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        stats["fallback: under a transformation"] += 1
+        return plain()
+    avals = tuple(_aval(leaf) for leaf in leaves)
+    program = _program(fun, name, static_tree, tuple(static_leaves), dyn_tree, avals, static, closure)
+    if isinstance(program, str):
+        stats[f"fallback: {name}: {program}"] += 1
+        return plain()
+    compiled = program.compile(compiler_options)
+    return lambda *a: program(_split(a, {})[0], compiled)
+
+
 def cached_jit(fun: Callable) -> Callable:
     """``equinox.filter_jit(fun)`` whose traced programs persist while :func:`enable` has a folder
     (module docstring). Arrays (JAX and NumPy) are traced, everything else is static, as in
@@ -231,12 +280,10 @@ def cached_jit(fun: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         if _folder is None:
             return plain(*args, **kwargs)
-        dynamic, static = eqx.partition((args, kwargs), eqx.is_array)
-        leaves, dyn_tree = jax.tree_util.tree_flatten(dynamic)
+        leaves, dyn_tree, static, static_leaves, static_tree = _split(args, kwargs)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             stats["fallback: under a transformation"] += 1
             return plain(*args, **kwargs)
-        static_leaves, static_tree = jax.tree_util.tree_flatten(static)
         avals = tuple(_aval(leaf) for leaf in leaves)
         memo_key = (dyn_tree, static_tree, tuple(static_leaves), avals)
         try:

@@ -213,8 +213,8 @@ sys.exit(code)
 
 def test_a_second_run_loads_its_compiled_programs_from_the_cache(tmp_path):
     """``mjx-biomech ik`` twice on the same trial, each in a new process, with the cache at its
-    defaults (on; the folder from MJX_BIOMECH_CACHE_DIR): the first run writes its programs, the
-    second loads every one of them, writes none, and computes the same angles."""
+    defaults (on; the folder from MJX_BIOMECH_CACHE_DIR): the first run writes its programs, compiled
+    and traced, the second loads every one of them, writes none, and computes the same angles."""
     import json
     import os
     import subprocess
@@ -237,13 +237,17 @@ def test_a_second_run_loads_its_compiled_programs_from_the_cache(tmp_path):
         (line,) = [line for line in done.stdout.splitlines() if line.startswith("cache events ")]
         return json.loads(line.removeprefix("cache events ")), done.stderr
 
+    def saved():  # JAX's compiled programs, and the traced ones (mjx_biomech.program_cache) in programs/
+        return (sorted(p.name for p in cache.iterdir() if p.is_file()),
+                sorted(p.name for p in (cache / "programs").glob("*.jaxprog")))
+
     first, _ = run("first")
-    written = sorted(p.name for p in cache.iterdir())
-    assert first.get("/jax/compilation_cache/cache_misses", 0) > 0 and written
+    written, traced = saved()
+    assert first.get("/jax/compilation_cache/cache_misses", 0) > 0 and written and traced
     second, err = run("second")
     assert second.get("/jax/compilation_cache/cache_hits", 0) >= len(written)
     assert second.get("/jax/compilation_cache/cache_misses", 0) == 0
-    assert sorted(p.name for p in cache.iterdir()) == written
+    assert saved() == (written, traced)
     # XLA:CPU's spurious machine-mismatch errors on loading (jax-ml/jax#38445) are kept out of the log.
     assert "cpu_aot_loader" not in err
     assert (tmp_path / "first" / "walk.mot").read_text() == (tmp_path / "second" / "walk.mot").read_text()

@@ -176,3 +176,27 @@ def test_a_new_process_runs_a_loaded_linear_algebra_program(tmp_path):
     assert runs[0]["stats"] == {} and runs[1]["stats"]["exported"] == 2 and runs[2]["stats"] == {"loaded": 2}
     for run in runs[1:]:  # bit for bit
         assert run["found"] == runs[0]["found"] and run["used"] == runs[0]["used"]
+
+
+def test_inverse_kinematics_through_the_cache_equals_without(folder, model):
+    """MarkerIK compiles a closure over the model and its marker sites (compile_closure): saved,
+    then loaded by a new solver, and equal bit for bit to the solve without the cache."""
+    from mjx_biomech.capture.marker_trials import MarkerTrial
+    from mjx_biomech.fitting.ik import MarkerIK
+
+    names = model.marker_names("coco17")
+    truth = _coords(model, frames=4).astype(np.float64)
+    with jax.enable_x64(True):
+        params = model.default_params(jnp.float64)
+        exact = np.asarray(jax.vmap(lambda q: model.markers(q, params, "coco17"))(jnp.asarray(truth)))
+    trial = MarkerTrial("walk", np.arange(4) / 30.0, names, exact + 0.001)
+    solve = lambda: MarkerIK(model, "coco17", chunk_frames=4).solve(trial).coordinates  # noqa: E731
+    program_cache.enable(None)
+    expected = solve()
+    program_cache.enable(folder)
+    saved = solve()
+    assert program_cache.stats == {"exported": 1}
+    loaded = solve()
+    assert program_cache.stats == {"exported": 1, "loaded": 1}
+    np.testing.assert_array_equal(saved, expected)
+    np.testing.assert_array_equal(loaded, expected)

@@ -50,6 +50,7 @@ from mjx_biomech.fitting.marker_objective import (
 )
 from mjx_biomech.fitting.solvers import Progress
 from mjx_biomech.fitting.solvers.frame_lm import solve_frame
+from mjx_biomech.program_cache import compile_closure
 
 __all__ = ["IKResult", "MarkerIK", "marker_ik", "solve_ik"]
 
@@ -194,7 +195,7 @@ class MarkerIK:
             objective, *spread = jax.vmap(lambda *a: _spread_terms(*a, weights))(points, JtJ, coords, frames)
             return (x, v, S, prev), (coords, objective, iterations, converged, points, *spread)
 
-        self._chunk = jax.jit(chunk)
+        self._chunk = chunk
 
     def _no_previous(self, params, frames: Frame, weights) -> tuple | None:
         """The chunk's starting ``prev`` (the last frame's evaluated pose, factor, free variables
@@ -215,7 +216,9 @@ class MarkerIK:
         if key in self._compiled:
             return self._compiled[key], 0.0
         start = time.perf_counter()
-        self._compiled[key] = fn.lower(*args).compile(compiler_options=_compiler_options())
+        # The chunk's trace reads the model and the marker sites besides its arguments.
+        closure = (self.model, tuple(int(i) for i in self.site_ids))
+        self._compiled[key] = compile_closure(f"{__name__}.MarkerIK.{name}", fn, args, closure, _compiler_options())
         return self._compiled[key], time.perf_counter() - start
 
     def solve(

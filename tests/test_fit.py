@@ -189,6 +189,9 @@ def test_mismatched_frame_counts_and_marker_sets_are_clear_errors(model, trial):
         fit(model, cap, trial["rig"], "coco17", steps=1)
     with pytest.raises(InputError, match="solver='lm' fits the spline"):
         fit(model, cap, trial["rig"], MARKERS, solver="lm", representation="mlp")
+    for name, value in (("huber_delta_px", float("nan")), ("huber_delta_px", 0.0), ("knots_per_second", float("inf"))):
+        with pytest.raises(InputError, match=f"{name}: expected a finite number > 0"):
+            fit(model, cap, trial["rig"], MARKERS, **{name: value})
 
 
 SHORT_BA = dict(SETTINGS, steps=40, bundle_adjust=True, ba_start_fraction=0.5)

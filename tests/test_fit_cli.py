@@ -26,6 +26,7 @@ def test_fit_command_defaults_are_the_library_defaults_and_shown_in_help():
     assert args.no_bundle_adjust is (not library["bundle_adjust"])
     assert args.free_left_right is (not library["tie_left_right"])
     assert args.no_relabel is (not library["relabel_left_right"])
+    assert args.huber_px == library["huber_delta_px"] and args.knots_per_second == library["knots_per_second"]
     text = " ".join(parser.format_help().split())
     assert f"(default: {library['steps']})" in text
     from mjx_biomech.fitting.fit import ADAM_STEPS, LM_ITERATIONS

@@ -107,6 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-prior-weight", type=float, default=d["body_prior_weight"],
                         help="weight of the anthropometric priors on segment scales (0: off)")
     parser.add_argument("--free-left-right", action="store_true", help="do not tie left and right segment scales")
+    parser.add_argument("--huber-px", type=float, default=d["huber_delta_px"],
+                        help="Huber threshold of the reprojection residuals, px (also the margin by which a left/right "
+                             "exchange must fit better); smaller fits trusted detections tighter (README: the Pose2Sim demo)")
+    parser.add_argument("--knots-per-second", type=float, default=d["knots_per_second"],
+                        help="spline segments per second of capture; more follow fast limbs closer and cost LM time")
     parser.add_argument("--no-relabel", action="store_true", help="do not exchange left/right detections the model says "
                                                                   "the detector mixed up")
     parser.add_argument("--seed", type=int, default=d["seed"], help="seed of the random frames AdamW draws and of the MLP's weights")
@@ -163,6 +168,7 @@ def fit_from_args(args: argparse.Namespace, progress=None):
                  representation=args.representation, solver=args.solver, steps=args.steps, lr=args.lr,
                  bundle_adjust=not args.no_bundle_adjust, body_prior_weight=args.body_prior_weight,
                  tie_left_right=not args.free_left_right, relabel_left_right=not args.no_relabel, seed=args.seed,
+                 huber_delta_px=args.huber_px, knots_per_second=args.knots_per_second,
                  checkpoint_dir=args.checkpoint_dir, progress=progress, undetermined=args.undetermined)
     if held:
         scores = holdout_scores(result, rig.subset(held), captures)

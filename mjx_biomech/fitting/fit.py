@@ -36,6 +36,7 @@ at its start and at the end); bundle adjustment runs inside the ``"adam"`` stage
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -126,10 +127,10 @@ def fit(
     ba_lr: float = 1e-3,
     ba_iterations: int = 10,
     time_points_per_step: int = 300,
-    knots_per_second: float = 30.0,
+    knots_per_second: float = 12.0,
     mlp_width: int = 128,
     mlp_depth: int = 3,
-    huber_delta_px: float = 5.0,
+    huber_delta_px: float = 10.0,
     offset_weight: float = 1.0,
     scale_weight: float = 1.0,
     body_prior_weight: float = 100.0,
@@ -174,10 +175,7 @@ def fit(
             the fit ends with a solve that moves the cameras with everything else (the spline's
             control points, body and cameras together: the bundle adjustment) after those that
             hold them; ``ba_start_fraction``, ``ba_lr`` and ``ba_iterations`` are AdamW's.
-        huber_delta_px: Huber threshold (px). The defaults (5 px, 30 knots per second) came
-            from the shared Pose2Sim demo: against 10 px and 12 knots, GC_5 0.145 -> 0.215 and
-            GC_10 0.412 -> 0.424 without bundle adjustment, median 8.1 -> 7.6 px with it;
-            the synthetic demo's errors unchanged. offset_weight: prior weight per (1 cm)² of marker
+        huber_delta_px: Huber threshold (px). offset_weight: prior weight per (1 cm)² of marker
             offset. scale_weight: prior weight on log scales of groups other than ``overall``.
             body_prior_weight: weight of the anthropometric priors
             (:mod:`~mjx_biomech.fitting.anthropometry`), per squared standard deviation beyond
@@ -231,6 +229,9 @@ def fit(
     if steps is None:
         steps = ADAM_STEPS if solver == "adam" else LM_ITERATIONS
     _check_settings(representation, solver, steps, ba_start_fraction, undetermined)
+    for name, value in (("huber_delta_px", huber_delta_px), ("knots_per_second", knots_per_second)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InputError(f"{name}: expected a finite number > 0, got {value!r}")
     if undetermined != "keep":
         # Every setting as given (the parameters are all that is bound so far), for both fits.
         kwargs = {k: val for k, val in locals().items() if k not in ("model", "captures", "rig", "marker_set", "undetermined")}

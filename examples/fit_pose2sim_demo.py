@@ -20,7 +20,8 @@ about the best any set of points reaches through it.
 detections held out. The pelvis heading's span shows whether the fit's start stayed robust.
 
     python examples/fit_pose2sim_demo.py [DATA_FOLDER] [--steps N] [--out DIR] [--nan-fraction F]
-        [--no-bundle-adjust] [--representation spline|mlp] [--solver adam|lm]
+        [--no-bundle-adjust] [--representation spline|mlp] [--solver adam|lm] [--huber-px PX]
+        [--knots-per-second K]
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument("--nan-fraction", type=float, default=0.0, help="fraction of detections removed before fitting")
     parser.add_argument("--nan-seed", type=int, default=0, help="seed of the removed detections")
     parser.add_argument("--body-prior-weight", type=float, default=None, help="anthropometric prior weight (default: fit()'s)")
+    parser.add_argument("--huber-px", type=float, default=None, help="Huber threshold, px (default: fit()'s)")
+    parser.add_argument("--knots-per-second", type=float, default=None, help="spline knots per second (default: fit()'s)")
     args = parser.parse_args(argv)
     data = Path(args.data)
     needed = [data / "keypoints_blazepose.npz", data / "calibration.toml", data / "pose2sim_baseline" / "Demo_BlazePose_0-99.trc"]
@@ -84,7 +87,8 @@ def main(argv=None) -> int:
         drop = np.random.default_rng(args.nan_seed).random(capture.confidence.shape) < args.nan_fraction
         fitted = Capture(np.where(drop[..., None], np.nan, capture.keypoints), np.where(drop, 0.0, capture.confidence),
                          capture.fps, capture.keypoint_names, capture.camera_names, name=capture.name)
-    options = {} if args.body_prior_weight is None else {"body_prior_weight": args.body_prior_weight}
+    options = {name: value for name, value in (("body_prior_weight", args.body_prior_weight),
+               ("huber_delta_px", args.huber_px), ("knots_per_second", args.knots_per_second)) if value is not None}
     with progress_bars() as progress:
         result = fit(model, fitted, rig, "blazepose33", representation=args.representation, solver=args.solver, steps=args.steps,
                      bundle_adjust=not args.no_bundle_adjust, progress=progress, **options)

@@ -180,12 +180,10 @@ class _Program:
     def compile(self, compiler_options: dict | None = None):
         return jax.jit(self.exported.call).lower(*self.exported.in_avals).compile(compiler_options=compiler_options)
 
-    def __call__(self, leaves, compiled=None):
-        if compiled is None:
-            if self.compiled is None:
-                self.compiled = self.compile()
-            compiled = self.compiled
-        out = jax.tree_util.tree_unflatten(self.out_tree, compiled(*leaves))
+    def __call__(self, leaves):
+        if self.compiled is None:
+            self.compiled = self.compile()
+        out = jax.tree_util.tree_unflatten(self.out_tree, self.compiled(*leaves))
         return eqx.combine(out, self.out_static)
 
 
@@ -235,12 +233,21 @@ def _program(fun, name: str, static_tree, static_leaves, dyn_tree, avals, static
     return _Program(exported, out_tree, out_static)
 
 
+def _leaves(args: tuple, kwargs: dict) -> list:
+    """The array leaves of a call, as filter_jit traces them."""
+    return jax.tree_util.tree_leaves(eqx.filter((args, kwargs), eqx.is_array))
+
+
 def _split(args: tuple, kwargs: dict):
-    """(array leaves, their structure, the static rest, its leaves and structure) as filter_jit splits."""
+    """(array leaves, their structure and avals, the static rest, its leaves and structure) as
+    filter_jit splits a call; None under a transformation (a tracer among the arrays: counted)."""
     dynamic, static = eqx.partition((args, kwargs), eqx.is_array)
     leaves, dyn_tree = jax.tree_util.tree_flatten(dynamic)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        stats["fallback: under a transformation"] += 1
+        return None
     static_leaves, static_tree = jax.tree_util.tree_flatten(static)
-    return leaves, dyn_tree, static, static_leaves, static_tree
+    return leaves, dyn_tree, tuple(_aval(leaf) for leaf in leaves), static, tuple(static_leaves), static_tree
 
 
 def compile_closure(name: str, fun: Callable, args: tuple, closure: tuple,
@@ -253,19 +260,16 @@ def compile_closure(name: str, fun: Callable, args: tuple, closure: tuple,
     def plain():
         return jax.jit(fun).lower(*args).compile(compiler_options=compiler_options)
 
-    if _folder is None:
+    split = None if _folder is None else _split(args, {})
+    if split is None:
         return plain()
-    leaves, dyn_tree, static, static_leaves, static_tree = _split(args, {})
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-        stats["fallback: under a transformation"] += 1
-        return plain()
-    avals = tuple(_aval(leaf) for leaf in leaves)
-    program = _program(fun, name, static_tree, tuple(static_leaves), dyn_tree, avals, static, closure)
+    _, dyn_tree, avals, static, static_leaves, static_tree = split
+    program = _program(fun, name, static_tree, static_leaves, dyn_tree, avals, static, closure)
     if isinstance(program, str):
         stats[f"fallback: {name}: {program}"] += 1
         return plain()
-    compiled = program.compile(compiler_options)
-    return lambda *a: program(_split(a, {})[0], compiled)
+    program.compiled = program.compile(compiler_options)
+    return lambda *a: program(_leaves(a, {}))
 
 
 def cached_jit(fun: Callable) -> Callable:
@@ -278,14 +282,11 @@ def cached_jit(fun: Callable) -> Callable:
 
     @functools.wraps(fun)
     def wrapper(*args, **kwargs):
-        if _folder is None:
+        split = None if _folder is None else _split(args, kwargs)
+        if split is None:
             return plain(*args, **kwargs)
-        leaves, dyn_tree, static, static_leaves, static_tree = _split(args, kwargs)
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-            stats["fallback: under a transformation"] += 1
-            return plain(*args, **kwargs)
-        avals = tuple(_aval(leaf) for leaf in leaves)
-        memo_key = (dyn_tree, static_tree, tuple(static_leaves), avals)
+        leaves, dyn_tree, avals, static, static_leaves, static_tree = split
+        memo_key = (dyn_tree, static_tree, static_leaves, avals)
         try:
             program = programs.get(memo_key)
         except TypeError:  # an unhashable static argument: filter_jit raises its own error for it

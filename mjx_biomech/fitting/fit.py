@@ -100,7 +100,11 @@ def check_captures(model, captures: Capture | Sequence[Capture], rig: CameraRig,
     return out
 
 
-def _check_settings(representation: str, solver: str, steps: int, ba_start_fraction: float, undetermined: str) -> None:
+def _check_settings(representation: str, solver: str, steps: int, ba_start_fraction: float, undetermined: str,
+                    **positive: float) -> None:
+    for name, value in positive.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InputError(f"{name}: expected a finite number > 0, got {value!r}")
     if undetermined not in ("keep", "tie", "fix"):
         raise InputError(f"undetermined: expected 'keep', 'tie' or 'fix', got {undetermined!r}")
     if representation not in ("spline", "mlp"):
@@ -228,10 +232,8 @@ def fit(
         solver = "adam" if representation == "mlp" or checkpoint_dir is not None else "lm"
     if steps is None:
         steps = ADAM_STEPS if solver == "adam" else LM_ITERATIONS
-    _check_settings(representation, solver, steps, ba_start_fraction, undetermined)
-    for name, value in (("huber_delta_px", huber_delta_px), ("knots_per_second", knots_per_second)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise InputError(f"{name}: expected a finite number > 0, got {value!r}")
+    _check_settings(representation, solver, steps, ba_start_fraction, undetermined,
+                    huber_delta_px=huber_delta_px, knots_per_second=knots_per_second)
     if undetermined != "keep":
         # Every setting as given (the parameters are all that is bound so far), for both fits.
         kwargs = {k: val for k, val in locals().items() if k not in ("model", "captures", "rig", "marker_set", "undetermined")}

@@ -10,7 +10,11 @@ Derivatives do not go through that chain: a custom JVP carries the inputs' tange
 tree as each body's twist (angular and linear velocity, world frame) from the joint axes and
 anchors the walk recorded. JAX transposes that linear rule for reverse mode, which then sums
 each body's subtree (as a recursive Newton–Euler pass does) instead of differentiating every
-3x3 product.
+3x3 product. The tangent is written so that its transpose stays cheap on XLA: the inputs'
+tangents are split once into pieces (indexing an array per joint would transpose into one padded
+full-size array per joint, summed in a chain XLA recomputes inside every consumer), sites are
+handled in runs of consecutive sites on one body (no per-site gather or scatter of twists or
+rotations), and cross products with a tangent are products with a constant skew matrix.
 """
 
 from __future__ import annotations
@@ -412,19 +416,17 @@ class KinematicTree:
             xmat[body.index] = mat
         xpos_a = jnp.stack(xpos)
         xmat_a = jnp.stack(xmat)
-        # Sites are transformed body by body (no per-site gather of 3x3 matrices), then put back
-        # in the requested order. One gather puts each body's sites next to each other; the chunks
-        # are then slices.
-        by_body = np.argsort(self.site_body[site_ids], kind="stable")
-        local = site_pos[site_ids[by_body]]
-        bodies, starts = np.unique(self.site_body[site_ids[by_body]], return_index=True)
-        ends = np.append(starts[1:], len(by_body))
-        chunks = [xpos[b] + local[i:j] @ xmat[b].T for b, i, j in zip(bodies, starts, ends)]
-        if chunks:
-            site_xpos = jnp.concatenate(chunks)[np.argsort(by_body)]
-        else:
-            site_xpos = jnp.zeros((0, 3), dtype)
+        # Sites are transformed run by run (consecutive requested sites on one body), so neither
+        # the poses nor their derivatives gather a 3x3 matrix per site, nor reorder the sites.
+        chunks = [xpos[b] + local @ xmat[b].T for b, local in _site_chunks(self._site_runs(site_ids), site_ids, site_pos)]
+        site_xpos = jnp.concatenate(chunks) if chunks else jnp.zeros((0, 3), dtype)
         return Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos), record
+
+    def _site_runs(self, site_ids: np.ndarray) -> tuple:
+        """The requested sites as runs of consecutive ones on one body: (body, first, end)."""
+        body = self.site_body[site_ids]
+        cuts = np.flatnonzero(np.diff(body) != 0) + 1
+        return tuple((int(body[i]), int(i), int(j)) for i, j in zip(np.r_[0, cuts], np.r_[cuts, len(body)]) if j > i)
 
     def _twist_tangent(self, kin: Kinematics, record: _Record, site_ids, site_pos, dq, dbody_pos, djnt_pos, dsite_pos):
         """The tangent of :meth:`_walk`'s poses, linear in the inputs' tangents: each body's twist
@@ -434,6 +436,11 @@ class KinematicTree:
         dtype = kin.xpos.dtype
         zero = jnp.zeros(3, dtype)
         w, v = [zero] * self.nbody, [zero] * self.nbody
+        # The inputs' tangents split into one piece per entry: the reverse pass then joins the
+        # pieces' cotangents once (indexing would pad each one to the full array and add them up).
+        dq = [x.reshape(()) for x in jnp.split(dq, len(dq))]
+        dbody_pos = [x.reshape(3) for x in jnp.split(dbody_pos, len(dbody_pos))]
+        djnt_pos = [x.reshape(3) for x in jnp.split(djnt_pos, len(djnt_pos))] if len(djnt_pos) else []
         for body in self.bodies:
             wb, vb = w[body.parent], v[body.parent]
             if body.pos.any():
@@ -442,22 +449,23 @@ class KinematicTree:
                 a, r = jnt.qposadr, record.joints[jnt.index]
                 if jnt.kind == mujoco.mjtJoint.mjJNT_FREE:
                     wb = sum(r.axes[k] * dq[a + 3 + k] for k in range(4))
-                    vb = dq[a : a + 3] - jnp.cross(wb, r.anchor)
+                    vb = jnp.stack(dq[a : a + 3]) - _cross_into(wb, r.anchor)
                 elif jnt.kind == mujoco.mjtJoint.mjJNT_SLIDE:
                     vb = vb + r.axes[0] * dq[a]
                 else:
                     wj = sum(axis * dq[a + k] for k, axis in enumerate(r.axes))
                     wb = wb + wj
-                    vb = vb + jnp.cross(r.anchor, wj)
+                    vb = vb - _cross_into(wj, r.anchor)
                     if jnt.anchor.any():
                         vb = vb + (r.before - r.after) @ djnt_pos[jnt.index]
             w[body.index], v[body.index] = wb, vb
         W, V = jnp.stack(w), jnp.stack(v)
-        dxpos = V + jnp.cross(W, kin.xpos)
-        dxmat = jnp.cross(W[:, :, None], kin.xmat, axis=1)  # ω × each column
-        sb = self.site_body[site_ids]
-        dlocal = jnp.einsum("sij,sj->si", kin.xmat[sb], dsite_pos[site_ids])
-        dsite = V[sb] + jnp.cross(W[sb], kin.site_xpos) + dlocal
+        dxpos = V + _cross_into(W, kin.xpos)
+        dxmat = jnp.swapaxes(_cross_into(W[:, None, :], jnp.swapaxes(kin.xmat, 1, 2)), 1, 2)  # ω × each column
+        runs = self._site_runs(site_ids)
+        chunks = [v[b] + _cross_into(w[b], kin.site_xpos[i:j]) + dlocal @ kin.xmat[b].T
+                  for (b, i, j), (_, dlocal) in zip(runs, _site_chunks(runs, site_ids, dsite_pos))]
+        dsite = jnp.concatenate(chunks) if chunks else jnp.zeros((0, 3), dtype)
         return Kinematics(xpos=dxpos, xmat=dxmat, site_xpos=dsite)
 
 
@@ -480,6 +488,27 @@ class _TwistGroups(NamedTuple):
             E[np.arange(len(self.coordinate)), self.coordinate] = 1.0
             return E.T @ a @ E if matrix else a @ E
         return a[self.first][:, self.first] if matrix else a[self.first]
+
+
+def _site_chunks(runs, site_ids: np.ndarray, site_pos: Array) -> list:
+    """Each run's body and its sites' rows of ``site_pos``: one gather (a slice where the
+    requested sites are consecutive in the table) split into the runs, so the reverse pass
+    joins the runs' cotangents once instead of padding and adding one per run."""
+    if not runs:
+        return []
+    contiguous = np.array_equal(site_ids, np.arange(site_ids[0], site_ids[0] + len(site_ids)))
+    local = site_pos[int(site_ids[0]) : int(site_ids[0]) + len(site_ids)] if contiguous else site_pos[site_ids]
+    return list(zip([b for b, _, _ in runs], jnp.split(local, [j for _, _, j in runs[:-1]])))
+
+
+def _cross_into(t: Array, x: Array) -> Array:
+    """``t × x`` written as a product with the constant matrix ``[x]×ᵀ``, elementwise: linear in
+    the tangent ``t`` with a transpose free of the component slices ``jnp.cross`` pads back."""
+    x0, x1, x2 = x[..., 0], x[..., 1], x[..., 2]
+    zero = jnp.zeros_like(x0)
+    M = jnp.stack([jnp.stack([zero, x2, -x1], -1), jnp.stack([-x2, zero, x0], -1),
+                   jnp.stack([x1, -x0, zero], -1)], -2)  # (t × x)_i = Σ_j M_ij t_j
+    return jnp.sum(M * t[..., None, :], axis=-1)
 
 
 def _cross_moment(A: Array) -> Array:

@@ -418,7 +418,8 @@ class KinematicTree:
         xmat_a = jnp.stack(xmat)
         # Sites are transformed run by run (consecutive requested sites on one body), so neither
         # the poses nor their derivatives gather a 3x3 matrix per site, nor reorder the sites.
-        chunks = [xpos[b] + local @ xmat[b].T for b, local in _site_chunks(self._site_runs(site_ids), site_ids, site_pos)]
+        runs = self._site_runs(site_ids)
+        chunks = [xpos[b] + local @ xmat[b].T for (b, _, _), local in zip(runs, _site_chunks(runs, site_ids, site_pos))]
         site_xpos = jnp.concatenate(chunks) if chunks else jnp.zeros((0, 3), dtype)
         return Kinematics(xpos=xpos_a, xmat=xmat_a, site_xpos=site_xpos), record
 
@@ -464,7 +465,7 @@ class KinematicTree:
         dxmat = jnp.swapaxes(_cross_into(W[:, None, :], jnp.swapaxes(kin.xmat, 1, 2)), 1, 2)  # ω × each column
         runs = self._site_runs(site_ids)
         chunks = [v[b] + _cross_into(w[b], kin.site_xpos[i:j]) + dlocal @ kin.xmat[b].T
-                  for (b, i, j), (_, dlocal) in zip(runs, _site_chunks(runs, site_ids, dsite_pos))]
+                  for (b, i, j), dlocal in zip(runs, _site_chunks(runs, site_ids, dsite_pos))]
         dsite = jnp.concatenate(chunks) if chunks else jnp.zeros((0, 3), dtype)
         return Kinematics(xpos=dxpos, xmat=dxmat, site_xpos=dsite)
 
@@ -491,14 +492,14 @@ class _TwistGroups(NamedTuple):
 
 
 def _site_chunks(runs, site_ids: np.ndarray, site_pos: Array) -> list:
-    """Each run's body and its sites' rows of ``site_pos``: one gather (a slice where the
+    """Each run's rows of ``site_pos``: one gather (a slice where the
     requested sites are consecutive in the table) split into the runs, so the reverse pass
     joins the runs' cotangents once instead of padding and adding one per run."""
     if not runs:
         return []
     contiguous = np.array_equal(site_ids, np.arange(site_ids[0], site_ids[0] + len(site_ids)))
     local = site_pos[int(site_ids[0]) : int(site_ids[0]) + len(site_ids)] if contiguous else site_pos[site_ids]
-    return list(zip([b for b, _, _ in runs], jnp.split(local, [j for _, _, j in runs[:-1]])))
+    return jnp.split(local, [j for _, _, j in runs[:-1]])
 
 
 def _cross_into(t: Array, x: Array) -> Array:
